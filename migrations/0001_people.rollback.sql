@@ -1,0 +1,2 @@
+drop table address;
+drop table person;

@@ -1,0 +1,3 @@
+from pyapp.cli import main
+
+main()

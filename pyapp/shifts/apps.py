@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ShiftsConfig(AppConfig):
+    name = "pyapp.shifts"
+    label = "shifts"

@@ -1,0 +1,2 @@
+app_name = "shifts"
+urlpatterns: list = []
