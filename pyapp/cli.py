@@ -1,4 +1,4 @@
-"""The ``pgzen`` command: Django's ``manage.py`` for this project, plus its own commands.
+"""The ``pgzen`` command: this project's ``manage.py``, plus its own commands.
 
 Before Django loads, the database is resolved: ``DATABASE_URL`` when set (checked, and
 a clear one-line error when it is malformed or unreachable), else the embedded server,

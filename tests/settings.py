@@ -1,0 +1,14 @@
+"""Django settings for the test suite: pgzen's own, on the session's test server."""
+
+from tests.support.postgres import ensure_session_server
+
+ensure_session_server()
+
+from pyapp.settings import *  # noqa: E402,F403
+
+# Plain storage: tests render pages without running collectstatic first.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

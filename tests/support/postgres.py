@@ -1,0 +1,165 @@
+"""One PostgreSQL server per test session, and a fresh database per test.
+
+The server is the one ``PGZEN_TEST_DATABASE_URL`` names (CI points it at the machine's
+PostgreSQL 15), else an embedded PostgreSQL 18 in ``<data dir>/test`` (never the
+development server in ``<data dir>/pgdata``). ``tests/settings.py`` chooses it before
+pytest-django reads the settings, so Django's test database lives on the same server.
+
+Fixtures:
+
+``pg_template``
+    session: a template database migrated once with ``pgzen migrate`` (SQL migrations,
+    procedures, Django's and Procrastinate's tables).
+``pg_conn``
+    a psycopg connection to a fresh clone of the template, dropped after the test.
+``pg_target``
+    the same fresh database as a ``DatabaseTarget``, to run ``pgzen`` commands or a
+    worker against it (``pgzen_env`` gives the environment for a subprocess).
+``test_server``
+    the server's maintenance target (database ``postgres``).
+
+Django tests use pytest-django's ``db`` fixture as usual.
+
+(PYTEST_DONT_REWRITE: the settings import this module before pytest can rewrite it.)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from pytest_postgresql import factories
+
+from db.config import DatabaseTarget, check_connection, data_dir, parse_database_url
+
+ENV_TEST_URL = "PGZEN_TEST_DATABASE_URL"
+TEMPLATE_BASE = "pgzen_t"
+DJANGO_NAME = "pgzen_django"
+
+_state: dict[str, Any] = {}
+
+
+def _start_server() -> DatabaseTarget:
+    url = os.environ.get(ENV_TEST_URL, "").strip()
+    if url:
+        target = parse_database_url(url).with_dbname("postgres")
+        check_connection(target)
+        return target
+    warnings.filterwarnings("ignore", module="platformdirs")
+    from db.embedded import EmbeddedServer
+
+    server = EmbeddedServer(data_dir() / "test", dbname="postgres")
+    target = server.start()
+    _state["embedded"] = server
+    return target
+
+
+def ensure_session_server() -> DatabaseTarget:
+    """Choose and start the session's server once; point DATABASE_URL at it.
+
+    Called by ``tests/settings.py``, which pytest-django imports before anything
+    reads ``DATABASES``.
+    """
+    if "server" in _state:
+        return server_target()
+    target = _start_server()
+    _state["server"] = target
+    os.environ["DATABASE_URL"] = target.with_dbname(DJANGO_NAME).url
+    os.environ.pop("PGZEN_EMBEDDED", None)
+    os.environ.setdefault("PGZEN_SECRET_KEY", "test-only-" + "x" * 50)
+    os.environ.setdefault("PGZEN_ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
+    return target
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    target: DatabaseTarget | None = _state.get("server")
+    if target is None:
+        return []
+    version = check_connection(target)
+    where = "embedded" if "embedded" in _state else ENV_TEST_URL
+    return [f"postgresql: {version} ({where}) {target.describe()}"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = _state.pop("embedded", None)
+    if server is not None:
+        server.stop()
+
+
+def pgzen_env(target: DatabaseTarget) -> dict[str, str]:
+    """Return the environment for a ``pgzen`` subprocess on ``target``."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": target.url,
+        "DJANGO_SETTINGS_MODULE": "pyapp.settings",
+    }
+    env.pop("PGZEN_EMBEDDED", None)
+    return env
+
+
+def run_pgzen(
+    target: DatabaseTarget, *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``pgzen ARGS`` against ``target`` and return the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "pyapp", *args],
+        env=pgzen_env(target),
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+    )
+
+
+def _migrate_template(
+    host: str, port: int, user: str, dbname: str, password: str | None, **_: Any
+) -> None:
+    target = server_target().with_dbname(dbname)
+    result = run_pgzen(target, "migrate", "--no-input", "-v", "0", check=False)
+    if result.returncode:
+        raise RuntimeError(f"migrating the template failed:\n{result.stderr}")
+
+
+def server_target() -> DatabaseTarget:
+    """Return the session server's maintenance target."""
+    target: DatabaseTarget = _state["server"]
+    return target
+
+
+def _server_param(name: str) -> Any:
+    return ensure_session_server().params.get(name)
+
+
+pg_template = factories.postgresql_noproc(
+    host=_server_param("host"),
+    port=_server_param("port") or 5432,
+    user=_server_param("user"),
+    password=_server_param("password"),
+    dbname=TEMPLATE_BASE,
+    load=[_migrate_template],
+)
+_pg_clone = factories.postgresql("pg_template")
+
+
+@pytest.fixture(scope="session")
+def test_server() -> DatabaseTarget:
+    """The session's PostgreSQL server (maintenance database)."""
+    return server_target()
+
+
+@pytest.fixture
+def pg_conn(_pg_clone: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to a fresh, fully migrated database, dropped after the test."""
+    yield _pg_clone
+
+
+@pytest.fixture
+def pg_target(pg_conn: psycopg.Connection[Any]) -> DatabaseTarget:
+    """The fresh database of ``pg_conn`` as a target for subprocesses."""
+    return server_target().with_dbname(pg_conn.info.dbname)
