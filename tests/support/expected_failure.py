@@ -278,12 +278,10 @@ def _running_testcase(frame: FrameType | None) -> unittest.TestCase | None:
     return None
 
 
+# WARNING: `_SubTest` is private to unittest (stable since Python 3.4). Runners know
+# it from `subTest()` and print it on its own line, apart from the test's outcome.
 class _BlockCase(unittest.case._SubTest):
-    """How a block shows in a unittest result: a subtest of the running test.
-
-    Runners print subtests on their own line, which keeps a block's expected failure
-    or unexpected success apart from its test's own outcome.
-    """
+    """How a block shows in a unittest result: a subtest of the running test."""
 
     def __init__(self, test_case: unittest.TestCase, description: str) -> None:
         super().__init__(test_case, description, {})
@@ -336,7 +334,8 @@ class _UnittestContext(_Context):
         case = self._case(block, f"{block.reason}; expired {block.expires}")
         error = AssertionError(_expired_message(block))
         error.__cause__ = exc
-        self.result.addFailure(case, (type(error), error, exc.__traceback__))
+        # The cause carries the block's traceback; the wrapper needs none.
+        self.result.addFailure(case, (type(error), error, None))
 
 
 # ---------------------------------------------------------------------------
@@ -365,25 +364,28 @@ class _PytestContext(_Context):
 
     def passed(self, block: _Block) -> None:
         if block.strict:
+            summary = _remove_mark_message(block, self.item.config.rootpath)
             headline = f"[XPASS(strict)] {block.reason}"
-            detail = _remove_mark_message(block, self.item.config.rootpath)
-            self._record(block, "failed", headline, detail)
+            self._record(block, "failed", headline, summary, summary)
         else:
-            self._record(block, "xpassed", block.reason, "")
+            self._record(block, "xpassed", block.reason, "", "")
 
     def failed(self, block: _Block, exc: BaseException) -> None:
-        self._record(block, "xfailed", block.reason, _format_exception(exc))
+        self._record(block, "xfailed", block.reason, "", _format_exception(exc))
 
     def expired(self, block: _Block, exc: BaseException) -> None:
+        summary = _expired_message(block, self.item.config.rootpath)
         headline = f"[EXPIRED {block.expires}] {block.reason}"
-        detail = (
-            f"{_expired_message(block, self.item.config.rootpath)}\n\n"
-            f"{_format_exception(exc)}"
-        )
-        self._record(block, "failed", headline, detail)
+        detail = f"{summary}\n\n{_format_exception(exc)}"
+        self._record(block, "failed", headline, summary, detail)
 
     def _record(
-        self, block: _Block, outcome: Outcome, headline: str, detail: str
+        self,
+        block: _Block,
+        outcome: Outcome,
+        headline: str,
+        summary: str,
+        detail: str,
     ) -> None:
         item = self.item
         seen = item.stash.setdefault(_seen_key, Counter())
@@ -394,6 +396,7 @@ class _PytestContext(_Context):
                 "outcome": outcome,
                 "reason": block.reason,
                 "headline": headline,
+                "summary": summary,
                 "detail": detail,
                 "where": block.where(item.config.rootpath),
                 "label": _label(item, block, seen[block.path, block.lineno]),
@@ -422,21 +425,22 @@ def _label(item: pytest.Item, block: _Block, occurrence: int) -> str:
     return label
 
 
-def _block_nodeid(nodeid: str, label: str) -> str:
-    """Return the node id of a block: its test's id, with the label as a parameter.
+def _with_label(nodeid: str, label: str) -> str:
+    """Return a block's id: its test's id (or domain), the label as a parameter.
 
     The id differs from the test's so that JUnit XML gives the block its own
     ``<testcase>``; as a parameter it keeps the test's JUnit class name.
     """
-    if nodeid.endswith("]") and "::" in nodeid and "[" in nodeid.partition("::")[2]:
-        return f"{nodeid[:-1]}-{label}]"
+    head, sep, last = nodeid.rpartition("::")
+    if last.endswith("]") and "[" in last:
+        return f"{head}{sep}{last[:-1]}-{label}]"
     return f"{nodeid}[{label}]"
 
 
 def _block_report(
     report: pytest.TestReport, record: dict[str, Any]
 ) -> pytest.TestReport:
-    nodeid = _block_nodeid(report.nodeid, record["label"])
+    nodeid = _with_label(report.nodeid, record["label"])
     path, test_lineno, domain = report.location
     lineno = record["lineno"] - 1 if record["same_file"] else test_lineno
     outcome = record["outcome"]
@@ -456,7 +460,7 @@ def _block_report(
 
     return pytest.TestReport(
         nodeid=nodeid,
-        location=(path, lineno, _block_nodeid(domain, record["label"])),
+        location=(path, lineno, _with_label(domain, record["label"])),
         keywords={},
         outcome=status,
         longrepr=longrepr,
@@ -467,12 +471,11 @@ def _block_report(
 
 
 def _test_failure_message(records: Iterable[dict[str, Any]]) -> str | None:
-    failing = [r for r in records if r["outcome"] == "failed"]
-    if not failing:
-        return None
-    lines = [r["headline"] + "\n" + r["detail"].partition("\n")[0] for r in failing]
-    blocks = "block" if len(failing) == 1 else "blocks"
-    return f"{len(failing)} expected_failure {blocks} failed:\n" + "\n".join(lines)
+    """Say why a test whose own assertions passed fails: one line per failed block."""
+    lines = [
+        f"{r['summary']} ({r['reason']})" for r in records if r["outcome"] == "failed"
+    ]
+    return "\n".join(lines) or None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -489,8 +492,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_PLUGIN_NAME = "pgzen-expected-failure"
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(_Plugin(config), "pgzen-expected-failure")
+    if not config.pluginmanager.has_plugin(_PLUGIN_NAME):
+        config.pluginmanager.register(_Plugin(config), _PLUGIN_NAME)
 
 
 class _Plugin:
