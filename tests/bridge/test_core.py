@@ -1,0 +1,620 @@
+"""The bridge's state machine, driven without any network or clock."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from bridge import protocol
+from bridge.core import (
+    BridgeCore,
+    CloseLink,
+    Connect,
+    DeviceSpec,
+    Effect,
+    LinkState,
+    Publish,
+    SendPing,
+    SendText,
+    Subscribe,
+    Timing,
+    TopicScheme,
+    effects_of_kind,
+)
+
+DEVICEID = "1000abcdef"
+OTHER = "10000b0b0b"
+TOPIC = f"HomeKit/sonoff-{DEVICEID}/Lightbulb/On"
+AVAILABILITY = f"pgzen-bridge/sonoff-{DEVICEID}/availability"
+
+
+def make_core(*specs: DeviceSpec, **kwargs: Any) -> BridgeCore:
+    """Build a core with no jitter and a fixed wall clock."""
+    kwargs.setdefault("rng", lambda: 0.5)
+    kwargs.setdefault("wall_clock", lambda: 1_700_000_000.0)
+    if not specs:
+        specs = (DeviceSpec(key="a", host="127.0.0.1", apikey="key"),)
+    return BridgeCore(specs, **kwargs)
+
+
+def sent(effects: list[Effect]) -> list[dict[str, Any]]:
+    return [json.loads(e.text) for e in effects_of_kind(effects, SendText)]
+
+
+def published(effects: list[Effect]) -> list[tuple[str, bytes]]:
+    return [(e.topic, e.payload) for e in effects_of_kind(effects, Publish)]
+
+
+def bring_online(
+    core: BridgeCore,
+    key: str = "a",
+    *,
+    now: float = 0.0,
+    deviceid: str = DEVICEID,
+    state: dict[int, bool] | None = None,
+    single: bool = True,
+) -> list[Effect]:
+    """Connect, shake hands and push the initial state; return every effect."""
+    session = core.sessions[key]
+    effects: list[Effect] = []
+    if session.state is not LinkState.CONNECTING:
+        session.retry_at = now
+        effects += core.tick(now)
+        assert Connect(key) in effects
+    effects += core.link_opened(key, now)
+    hello = sent(effects)[-1]
+    assert hello["action"] == "userOnline"
+    effects += core.link_text(
+        key,
+        protocol.reply(sequence=hello["sequence"], deviceid=deviceid, apikey="dev"),
+        now,
+    )
+    outlets = state if state is not None else {0: True}
+    effects += core.link_text(
+        key,
+        protocol.state_push(
+            deviceid=deviceid, apikey="dev", outlets=outlets, single=single
+        ),
+        now,
+    )
+    return effects
+
+
+def ack(
+    core: BridgeCore, effects: list[Effect], now: float, error: int = 0
+) -> list[Effect]:
+    """Acknowledge the last command among ``effects``."""
+    sequence = sent(effects)[-1]["sequence"]
+    return core.link_text("a", protocol.reply(sequence=sequence, error=error), now)
+
+
+def test_start_connects_every_device() -> None:
+    """Starting asks for one link per configured device."""
+    core = make_core(
+        DeviceSpec(key="a", host="10.0.0.1"), DeviceSpec(key="b", host="10.0.0.2")
+    )
+
+    assert core.start(0.0) == [Connect("a"), Connect("b")]
+
+
+def test_handshake_opens_with_user_online() -> None:
+    """An opened link sends userOnline with the configured apikey."""
+    core = make_core()
+    core.start(0.0)
+
+    (hello,) = sent(core.link_opened("a", 0.0))
+
+    assert hello["action"] == "userOnline"
+    assert hello["apikey"] == "key"
+    assert hello["version"] == 6
+
+
+def test_device_state_and_availability_are_published_retained() -> None:
+    """Once the device answers and pushes its state, availability and state go out."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+
+    effects = bring_online(core, state={0: True})
+
+    assert published(effects) == [(AVAILABILITY, b"online"), (TOPIC, b"1")]
+    assert all(e.retain for e in effects_of_kind(effects, Publish))
+    assert Subscribe((TOPIC,)) in effects
+
+
+def test_multi_channel_topics_carry_the_channel() -> None:
+    """A multi-channel device gets one topic per outlet, numbered from 1."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+
+    effects = bring_online(core, state={0: True, 1: False}, single=False)
+
+    assert published(effects)[1:] == [
+        (f"HomeKit/sonoff-{DEVICEID}-1/Lightbulb/On", b"1"),
+        (f"HomeKit/sonoff-{DEVICEID}-2/Lightbulb/On", b"0"),
+    ]
+
+
+def test_topic_template_is_configurable() -> None:
+    """The state topic follows the configured template and the device's name."""
+    spec = DeviceSpec(key="a", host="h", name="kitchen", outlets=2)
+    core = make_core(spec, topics=TopicScheme(multi="home/{name}/{outlet}/set"))
+    core.mqtt_connected(0.0)
+
+    effects = bring_online(core, state={0: True, 1: True}, single=False)
+
+    assert ("home/kitchen/1/set", b"1") in published(effects)
+
+
+def test_broker_connection_subscribes_and_publishes_bridge_online() -> None:
+    """On connecting to the broker the bridge announces itself and subscribes."""
+    core = make_core()
+    bring_online(core)
+
+    effects = core.mqtt_connected(1.0)
+
+    assert published(effects) == [
+        ("pgzen-bridge/availability", b"online"),
+        (AVAILABILITY, b"online"),
+        (TOPIC, b"1"),
+    ]
+    assert effects[-1] == Subscribe((TOPIC,))
+
+
+def test_configured_device_id_subscribes_before_the_device_answers() -> None:
+    """With the device id and outlets configured, topics exist from the start."""
+    core = make_core(DeviceSpec(key="a", host="h", deviceid=DEVICEID, outlets=1))
+
+    effects = core.mqtt_connected(0.0)
+
+    assert (AVAILABILITY, b"offline") in published(effects)
+    assert Subscribe((TOPIC,)) in effects
+
+
+def test_command_switches_the_device_and_publishes_its_state() -> None:
+    """A live command is sent to the device; its acknowledgement publishes the state."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True})
+
+    effects = core.mqtt_message(TOPIC, b"0", False, 1.0)
+    (command,) = sent(effects)
+    done = ack(core, effects, 1.01)
+
+    assert command["params"] == {"switch": "off"}
+    assert command["deviceid"] == DEVICEID
+    assert command["selfApikey"] == "dev"
+    assert published(done) == [(TOPIC, b"0")]
+
+
+def test_multi_channel_command_names_its_outlet() -> None:
+    """A command on a channel's topic switches that outlet only."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True, 1: True}, single=False)
+
+    effects = core.mqtt_message(
+        f"HomeKit/sonoff-{DEVICEID}-2/Lightbulb/On", b"off", False, 1
+    )
+
+    assert sent(effects)[0]["params"] == {"switches": [{"switch": "off", "outlet": 1}]}
+
+
+def test_commands_go_one_at_a_time() -> None:
+    """A second command waits until the first is acknowledged."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True, 1: True, 2: True}, single=False)
+
+    first = core.mqtt_message(
+        f"HomeKit/sonoff-{DEVICEID}-1/Lightbulb/On", b"0", False, 1
+    )
+    second = core.mqtt_message(
+        f"HomeKit/sonoff-{DEVICEID}-2/Lightbulb/On", b"0", False, 1
+    )
+    after = ack(core, first, 1.1)
+
+    assert len(sent(first)) == 1
+    assert sent(second) == []
+    assert sent(after)[0]["params"]["switches"][0]["outlet"] == 1
+
+
+def test_later_command_for_an_outlet_replaces_a_waiting_one() -> None:
+    """Of two waiting commands for one outlet, only the latest is sent."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True, 1: True}, single=False)
+    topic = f"HomeKit/sonoff-{DEVICEID}-2/Lightbulb/On"
+
+    first = core.mqtt_message(
+        f"HomeKit/sonoff-{DEVICEID}-1/Lightbulb/On", b"0", False, 1
+    )
+    core.mqtt_message(topic, b"0", False, 1)
+    core.mqtt_message(topic, b"1", False, 1)
+    after = ack(core, first, 1.1)
+
+    assert [c["params"] for c in sent(after)] == [
+        {"switches": [{"switch": "on", "outlet": 1}]}
+    ]
+
+
+def test_refused_command_republishes_the_real_state(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A non-zero error is logged and the device's real state is published again."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True})
+
+    effects = core.mqtt_message(TOPIC, b"0", False, 1.0)
+    with caplog.at_level(logging.WARNING):
+        done = ack(core, effects, 1.1, error=403)
+
+    assert published(done) == [(TOPIC, b"1")]
+    assert "refused outlet 0 off with error 403" in caplog.text
+    assert DEVICEID in caplog.text
+
+
+def test_stale_retained_value_never_switches_the_device() -> None:
+    """A disagreeing retained value is not a command; the real state is republished."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True})
+
+    effects = core.mqtt_message(TOPIC, b"0", True, 1.0)
+
+    assert sent(effects) == []
+    assert published(effects) == [(TOPIC, b"1")]
+
+
+def test_retained_value_before_the_device_reports_is_ignored() -> None:
+    """A retained value for a device not yet seen neither switches nor publishes."""
+    core = make_core(DeviceSpec(key="a", host="h", deviceid=DEVICEID, outlets=1))
+    core.mqtt_connected(0.0)
+
+    effects = core.mqtt_message(TOPIC, b"1", True, 0.1)
+    later = bring_online(core, now=0.2, state={0: False})
+
+    assert effects == []
+    assert sent(later)[-1]["action"] == "userOnline"
+    assert (TOPIC, b"0") in published(later)
+
+
+def test_invalid_payload_is_logged_and_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A payload that is no switch value is logged, not sent; state is republished."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True})
+
+    with caplog.at_level(logging.WARNING):
+        effects = core.mqtt_message(TOPIC, b"dim 50%", False, 1.0)
+
+    assert sent(effects) == []
+    assert published(effects) == [(TOPIC, b"1")]
+    assert "not a switch value" in caplog.text
+
+
+def test_empty_payload_is_ignored() -> None:
+    """An empty payload (an accessory removed) does nothing."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+    bring_online(core)
+
+    assert core.mqtt_message(TOPIC, b"", False, 1.0) == []
+
+
+def test_command_for_an_offline_device_is_delivered_on_reconnect() -> None:
+    """A command held while the device is away is sent once it is back, within TTL."""
+    core = make_core(timing=Timing(command_ttl=10.0))
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True})
+    core.link_closed("a", 1.0, "connection reset")
+
+    held = core.mqtt_message(TOPIC, b"0", False, 2.0)
+    back = bring_online(core, now=3.0, state={0: True})
+
+    assert sent(held) == []
+    assert [c["params"] for c in sent(back) if c["action"] == "update"] == [
+        {"switch": "off"}
+    ]
+
+
+def test_command_older_than_its_ttl_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A held command expires after the TTL with a log line and is never sent."""
+    core = make_core(timing=Timing(command_ttl=5.0))
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True})
+    core.link_closed("a", 1.0, "connection reset")
+    core.mqtt_message(TOPIC, b"0", False, 2.0)
+
+    with caplog.at_level(logging.WARNING):
+        core.tick(7.5)
+    back = bring_online(core, now=8.0)
+
+    assert "dropped outlet 0 off" in caplog.text
+    assert [c for c in sent(back) if c["action"] == "update"] == []
+
+
+def test_command_lost_with_its_link_is_never_resent() -> None:
+    """A command sent but unacknowledged when the link drops is not sent again."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True})
+
+    core.mqtt_message(TOPIC, b"0", False, 1.0)
+    core.link_closed("a", 1.1, "connection reset")
+    back = bring_online(core, now=2.0, state={0: True})
+
+    assert [c for c in sent(back) if c["action"] == "update"] == []
+    assert (TOPIC, b"1") in published(back)
+
+
+def test_commands_wait_for_the_first_state_push() -> None:
+    """A held command goes out after the device's initial state, not before."""
+    core = make_core(timing=Timing(state_timeout=2.0))
+    core.mqtt_connected(0.0)
+    bring_online(core)
+    core.link_closed("a", 1.0, "reset")
+    core.mqtt_message(TOPIC, b"0", False, 1.2)
+    core.sessions["a"].retry_at = 1.5
+    core.tick(1.5)
+    hello = sent(core.link_opened("a", 1.5))[0]
+
+    answered = core.link_text(
+        "a", protocol.reply(sequence=hello["sequence"], deviceid=DEVICEID), 1.6
+    )
+    timed_out = core.tick(3.7)
+
+    assert sent(answered) == []
+    assert sent(timed_out)[0]["params"] == {"switch": "off"}
+
+
+def test_missing_acknowledgement_resets_the_link() -> None:
+    """A command unacknowledged within ack_timeout closes the link for a reconnect."""
+    core = make_core(timing=Timing(ack_timeout=5.0))
+    core.mqtt_connected(0.0)
+    bring_online(core)
+    core.mqtt_message(TOPIC, b"0", False, 1.0)
+
+    effects = core.tick(6.0)
+
+    assert effects_of_kind(effects, CloseLink)[0].reason == "no acknowledgement"
+    assert (AVAILABILITY, b"offline") in published(effects)
+    assert core.next_deadline() == pytest.approx(6.5)
+
+
+def test_handshake_without_reply_times_out() -> None:
+    """A device that never answers userOnline is disconnected and retried."""
+    core = make_core(timing=Timing(handshake_timeout=5.0))
+    core.start(0.0)
+    core.link_opened("a", 0.0)
+
+    effects = core.tick(5.0)
+
+    assert effects_of_kind(effects, CloseLink)[0].reason == "no handshake reply"
+
+
+def test_refused_handshake_closes_the_link() -> None:
+    """A handshake answered with a non-zero error is not a session."""
+    core = make_core()
+    core.start(0.0)
+    hello = sent(core.link_opened("a", 0.0))[0]
+
+    effects = core.link_text(
+        "a",
+        protocol.reply(sequence=hello["sequence"], error=401, deviceid=DEVICEID),
+        0.1,
+    )
+
+    assert effects_of_kind(effects, CloseLink)
+    assert not core.sessions["a"].ready
+
+
+def test_reconnect_backoff_doubles_from_half_a_second_to_a_cap() -> None:
+    """Retry delays are 0.5, 1, 2, 4 ... seconds, never above reconnect_max."""
+    core = make_core(timing=Timing(reconnect_min=0.5, reconnect_max=3.0))
+    session = core.sessions["a"]
+
+    delays = [session.backoff(n) for n in range(1, 6)]
+
+    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_unreachable_device_is_retried_after_the_backoff() -> None:
+    """A failed connect is retried when its backoff has passed, not before."""
+    core = make_core()
+    core.start(0.0)
+
+    core.link_failed("a", 0.0, "connection refused")
+
+    assert core.tick(0.4) == []
+    assert core.tick(0.5) == [Connect("a")]
+
+
+def test_idle_link_is_pinged_and_closed_without_pong() -> None:
+    """After a silent ping_interval a ping goes out; no pong in time closes the link."""
+    core = make_core(timing=Timing(ping_interval=10.0, ping_timeout=5.0))
+    bring_online(core)
+
+    ping = core.tick(10.0)
+    closed = core.tick(15.0)
+
+    assert ping == [SendPing("a")]
+    assert effects_of_kind(closed, CloseLink)[0].reason == "no pong"
+
+
+def test_pong_keeps_the_link() -> None:
+    """A pong in time keeps the link open and restarts the interval."""
+    core = make_core(timing=Timing(ping_interval=10.0, ping_timeout=5.0))
+    bring_online(core)
+
+    core.tick(10.0)
+    core.link_activity("a", 10.01)
+
+    assert core.tick(15.0) == []
+    assert core.next_deadline() == pytest.approx(20.01)
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"action":"reboot"}', '"hello"'])
+def test_garbage_from_a_device_is_logged_and_the_link_kept(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Malformed JSON or an unknown action is logged with the device id; no reset."""
+    core = make_core()
+    bring_online(core)
+
+    with caplog.at_level(logging.WARNING):
+        effects = core.link_text("a", text, 1.0)
+
+    assert effects == []
+    assert core.sessions["a"].ready
+    assert f"[{DEVICEID} 127.0.0.1:8081] ignoring device message" in caplog.text
+
+
+def test_device_answering_with_another_id_is_refused() -> None:
+    """A device whose id differs from the configured one is never bridged."""
+    core = make_core(DeviceSpec(key="a", host="h", deviceid=OTHER, outlets=1))
+    core.mqtt_connected(0.0)
+    core.start(0.0)
+    hello = sent(core.link_opened("a", 0.0))[0]
+
+    effects = core.link_text(
+        "a", protocol.reply(sequence=hello["sequence"], deviceid=DEVICEID), 0.1
+    )
+
+    assert effects_of_kind(effects, CloseLink)[0].reason == "device id mismatch"
+    assert published(effects) == []
+
+
+def test_same_device_at_two_addresses_is_bridged_once() -> None:
+    """A second link to a device already bridged is refused, the first kept."""
+    core = make_core(DeviceSpec(key="a", host="h1"), DeviceSpec(key="b", host="h2"))
+    core.mqtt_connected(0.0)
+    bring_online(core, "a")
+
+    core.sessions["b"].retry_at = 0.0
+    core.tick(0.0)
+    hello = sent(core.link_opened("b", 0.0))[0]
+    effects = core.link_text(
+        "b", protocol.reply(sequence=hello["sequence"], deviceid=DEVICEID), 0.1
+    )
+    effects += core.link_text(
+        "b",
+        protocol.state_push(
+            deviceid=DEVICEID, apikey="", outlets={0: True}, single=True
+        ),
+        0.1,
+    )
+
+    assert effects_of_kind(effects, CloseLink)
+    assert (AVAILABILITY, b"offline") not in published(effects)
+    assert core.sessions["a"].ready
+
+
+def test_partial_push_publishes_only_changed_outlets() -> None:
+    """Later pushes publish the outlets that changed and skip repeats."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True, 1: True}, single=False)
+
+    changed = core.link_text(
+        "a",
+        protocol.state_push(
+            deviceid=DEVICEID, apikey="", outlets={1: False}, single=False
+        ),
+        1,
+    )
+    repeat = core.link_text(
+        "a",
+        protocol.state_push(
+            deviceid=DEVICEID, apikey="", outlets={1: False}, single=False
+        ),
+        2,
+    )
+
+    assert published(changed) == [(f"HomeKit/sonoff-{DEVICEID}-2/Lightbulb/On", b"0")]
+    assert published(repeat) == []
+
+
+def test_configured_outlets_cap_what_the_device_reports() -> None:
+    """Outlets beyond the configured count are ignored (a Dual reporting four)."""
+    core = make_core(DeviceSpec(key="a", host="h", outlets=2))
+    core.mqtt_connected(0.0)
+
+    effects = bring_online(
+        core, state={0: True, 1: False, 2: False, 3: False}, single=False
+    )
+
+    assert len([t for t, _ in published(effects) if t.startswith("HomeKit/")]) == 2
+
+
+def test_echo_of_own_publish_is_not_a_command_under_mqtt_311() -> None:
+    """With the echo guard, our own publish coming back live switches nothing."""
+    core = make_core(echo_guard=True)
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True})
+    core.link_text(
+        "a",
+        protocol.state_push(
+            deviceid=DEVICEID, apikey="", outlets={0: False}, single=True
+        ),
+        1,
+    )
+
+    echo_of_on = core.mqtt_message(TOPIC, b"1", False, 1.1)
+    echo_of_off = core.mqtt_message(TOPIC, b"0", False, 1.1)
+    real = core.mqtt_message(TOPIC, b"1", False, 1.2)
+
+    assert sent(echo_of_on) == sent(echo_of_off) == []
+    assert sent(real)[0]["params"] == {"switch": "on"}
+
+
+def test_nothing_is_published_while_the_broker_is_away() -> None:
+    """State changes during a broker outage are published on reconnect."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+    bring_online(core, state={0: True})
+    core.mqtt_disconnected(1.0)
+
+    during = core.link_text(
+        "a",
+        protocol.state_push(
+            deviceid=DEVICEID, apikey="", outlets={0: False}, single=True
+        ),
+        2,
+    )
+    after = core.mqtt_connected(3.0)
+
+    assert published(during) == []
+    assert (TOPIC, b"0") in published(after)
+
+
+def test_shutdown_announces_everything_offline() -> None:
+    """Stopping closes links and publishes device and bridge availability offline."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+    bring_online(core)
+
+    effects = core.shutdown(1.0)
+
+    assert effects_of_kind(effects, CloseLink) == [CloseLink("a", "bridge stopping")]
+    assert published(effects) == [
+        (AVAILABILITY, b"offline"),
+        ("pgzen-bridge/availability", b"offline"),
+    ]
+
+
+def test_outlets_are_learned_from_the_first_push() -> None:
+    """Without configured outlets the device's first push decides their number."""
+    core = make_core()
+    core.mqtt_connected(0.0)
+
+    bring_online(core, state={0: True, 1: True, 2: False, 3: True}, single=False)
+
+    assert core.sessions["a"].outlets == 4
