@@ -253,11 +253,18 @@ def _find_context(frame: FrameType) -> _Context | None:
     if _running_items:
         return _PytestContext(_running_items[-1])
     testcase = _running_testcase(frame)
-    if testcase is not None:
+    if testcase is not None and not _is_pytest_result(testcase):
         return _UnittestContext(testcase)
-    # Outside any test the block is plain code: hiding a failure there would help
-    # nobody.
+    # Outside any test, or under a pytest that did not load this plugin, the block
+    # is plain code: better a failure shown than one hidden or misreported.
     return None
+
+
+def _is_pytest_result(testcase: unittest.TestCase) -> bool:
+    # pytest stands in as the unittest result, and turns an expected failure into
+    # an xfail of the whole test: only the plugin's own reporting is right there.
+    result = testcase._outcome.result  # type: ignore[attr-defined]
+    return type(result).__module__.startswith("_pytest.")
 
 
 # ---------------------------------------------------------------------------

@@ -515,6 +515,55 @@ def test_progress_counts_tests_not_blocks(run):
     result.stdout.fnmatch_lines(["test_sample.py x.x. * [[]100%[]]"])
 
 
+def test_last_failed_reruns_test_with_strict_pass(pytester, monkeypatch):
+    """--lf reruns a test whose only failure is a strict block that passed."""
+    monkeypatch.delenv(RUN_ENV_VAR, raising=False)
+    pytester.makeconftest('pytest_plugins = ["tests.support.expected_failure"]\n')
+    pytester.makepyfile(
+        test_sample=HEADER
+        + textwrap.dedent(
+            """
+            def test_fixed():
+                with expected_failure("fixed upstream?"):
+                    assert True
+
+            def test_other():
+                assert True
+            """
+        )
+    )
+    pytester.runpytest("-p", "no:django")
+
+    result = pytester.runpytest("--lf", "-p", "no:django", "-v")
+
+    result.stdout.fnmatch_lines(["test_sample.py::test_fixed FAILED*"])
+    result.stdout.no_fnmatch_line("*test_other*")
+
+
+def test_unittest_case_under_pytest_without_plugin_runs_plainly(pytester, monkeypatch):
+    """Without the plugin, pytest runs a TestCase block plainly, not as an xfail."""
+    monkeypatch.delenv(RUN_ENV_VAR, raising=False)
+    pytester.makepyfile(
+        test_sample=HEADER
+        + textwrap.dedent(
+            """
+            import unittest
+
+            class PageTests(unittest.TestCase):
+                def test_page(self):
+                    with expected_failure("audit trail not rendered yet"):
+                        self.assertIn("audit", "<html></html>")
+            """
+        )
+    )
+
+    # In a subprocess: in process, the outer run's plugin would see the block.
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    result = pytester.runpytest_subprocess("-p", "no:django")
+
+    result.assert_outcomes(failed=1)
+
+
 # ---------------------------------------------------------------------------
 # The switch
 
@@ -814,6 +863,51 @@ def test_unittest_environment_variable_runs_blocks_plainly(run_unittest, monkeyp
 
     assert result.ret == 1
     result.stderr.fnmatch_lines(["FAILED (failures=1)"])
+
+
+DJANGO_MODULE = """\
+from django.test import SimpleTestCase
+
+from tests.support.expected_failure import expected_failure
+
+
+class PageTests(SimpleTestCase):
+    def test_gap(self):
+        with expected_failure("audit trail not rendered yet"):
+            self.assertIn("audit", "<html></html>")
+        self.assertEqual(1, 1)
+
+    def test_fixed(self):
+        with expected_failure("fixed upstream?"):
+            self.assertEqual(1, 1)
+"""
+
+DJANGO_RUNNER = """\
+import sys
+
+import django
+from django.conf import settings
+
+settings.configure(DATABASES={}, INSTALLED_APPS=[])
+django.setup()
+
+from django.test.runner import DiscoverRunner
+
+sys.exit(bool(DiscoverRunner(verbosity=2).run_tests(["dj_sample"])))
+"""
+
+
+def test_django_runner_reports_blocks_the_unittest_way(run_unittest, pytester):
+    """Django's test runner shows a block in a SimpleTestCase like plain unittest."""
+    pytester.makepyfile(dj_sample=DJANGO_MODULE, run_django=DJANGO_RUNNER)
+
+    result = pytester.run(sys.executable, "run_django.py")
+
+    assert result.ret == 1
+    result.stderr.fnmatch_lines(
+        ["FAILED (expected failures=1, unexpected successes=1)"]
+    )
+    result.stderr.fnmatch_lines(["UNEXPECTED SUCCESS: test_fixed (dj_sample.*"])
 
 
 def test_block_outside_any_test_is_plain_code(pytester, monkeypatch):
