@@ -287,7 +287,7 @@ def _running_testcase(frame: FrameType | None) -> unittest.TestCase | None:
 
 # WARNING: `_SubTest` is private to unittest (stable since Python 3.4). Runners know
 # it from `subTest()` and print it on its own line, apart from the test's outcome.
-class _BlockCase(unittest.case._SubTest):
+class _BlockCase(unittest.case._SubTest):  # type: ignore[name-defined,misc]
     """How a block shows in a unittest result: a subtest of the running test."""
 
     def __init__(self, test_case: unittest.TestCase, description: str) -> None:
