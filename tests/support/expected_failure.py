@@ -20,9 +20,9 @@ pytest's terminal summary and JUnit XML, and in a unittest result as an expected
 failure or unexpected success.
 
 This module is also the pytest plugin that does the reporting; the project's root
-``conftest.py`` loads it. ``--run-expected-failures`` (or the environment variable
-``PGZEN_RUN_EXPECTED_FAILURES=1``, which unittest runs read) runs every marked block
-as plain assertions. See ``docs/testing.md``.
+``conftest.py`` loads it. ``--run-expected-failures`` (or pytest's ``--runxfail``, or
+the environment variable ``PGZEN_RUN_EXPECTED_FAILURES=1``, which unittest runs read)
+runs every marked block as plain assertions. See ``docs/testing.md``.
 """
 
 from __future__ import annotations
@@ -364,10 +364,7 @@ REPORT_ATTRIBUTE = "expected_failure_blocks"
 class _PytestContext(_Context):
     def __init__(self, item: pytest.Item) -> None:
         self.item = item
-        self.run_plainly = (
-            bool(item.config.getoption("run_expected_failures", False))
-            or _run_plainly_from_env()
-        )
+        self.run_plainly = _run_plainly(item.config)
 
     def passed(self, block: _Block) -> None:
         if block.strict:
@@ -412,6 +409,15 @@ class _PytestContext(_Context):
                 "duration": block.duration,
             }
         )
+
+
+def _run_plainly(config: pytest.Config) -> bool:
+    # pytest's own --runxfail asks the same of xfail marks, so it applies here too.
+    return (
+        bool(config.getoption("run_expected_failures", False))
+        or bool(config.getoption("runxfail", False))
+        or _run_plainly_from_env()
+    )
 
 
 def _same_file(item: pytest.Item, path: str) -> bool:
@@ -516,7 +522,7 @@ class _Plugin:
         self.reports_blocks = not hasattr(config, "workerinput")
 
     def pytest_report_header(self) -> str | None:
-        if self.config.getoption("run_expected_failures") or _run_plainly_from_env():
+        if _run_plainly(self.config):
             return "expected_failure blocks: run as plain assertions"
         return None
 

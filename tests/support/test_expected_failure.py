@@ -602,6 +602,20 @@ def test_switch_lets_passing_block_pass(run):
     result.assert_outcomes(passed=1)
 
 
+def test_runxfail_works_like_switch(run):
+    """pytest's --runxfail also runs the marked blocks as plain assertions."""
+    result, _ = run(
+        """
+        def test_page():
+            with expected_failure("audit trail not rendered yet"):
+                assert False, "no audit"
+        """,
+        "--runxfail",
+    )
+
+    result.assert_outcomes(failed=1)
+
+
 def test_environment_variable_works_like_switch(run, monkeypatch):
     """PGZEN_RUN_EXPECTED_FAILURES=1 has the effect of --run-expected-failures."""
     monkeypatch.setenv(RUN_ENV_VAR, "1")
