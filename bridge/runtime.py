@@ -11,6 +11,7 @@ that wakes the selector.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import selectors
@@ -74,6 +75,9 @@ class Bridge:
         )
         self._specs = {spec.key: spec for spec in config.devices}
         self._links: dict[str, websocket.WebSocket] = {}
+        # The socket each link registered, kept because websocket-client forgets it
+        # when the peer goes away.
+        self._socks: dict[str, socket.socket] = {}
         self._selector = selectors.DefaultSelector()
         self._inbox: queue.SimpleQueue[_Work] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -128,19 +132,29 @@ class Bridge:
             if key.data is None:
                 self._drain_wake()
             else:
-                self._read(key.data)
+                self._guarded(functools.partial(self._read, key.data))
 
         while True:
             try:
                 work = self._inbox.get_nowait()
             except queue.Empty:
                 break
-            self._apply(work())
+            self._guarded(functools.partial(self._run_work, work))
 
         now = self.clock()
         deadline = self.core.next_deadline()
         if deadline is not None and now >= deadline:
-            self._apply(self.core.tick(now))
+            self._guarded(lambda: self._apply(self.core.tick(now)))
+
+    def _run_work(self, work: _Work) -> None:
+        self._apply(work())
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        # A daemon that runs for months survives its own bugs: log and carry on.
+        try:
+            step()
+        except Exception:
+            logger.exception("unexpected error in the bridge loop; continuing")
 
     def _drain_wake(self) -> None:
         try:
@@ -233,16 +247,18 @@ class Bridge:
             return ()
         ws.settimeout(IO_TIMEOUT)
         self._links[key] = ws
+        self._socks[key] = ws.sock
         self._selector.register(ws.sock, selectors.EVENT_READ, key)
         return self.core.link_opened(key, self.clock())
 
     def _close(self, key: str, polite: bool = False) -> None:
         ws = self._links.pop(key, None)
+        sock = self._socks.pop(key, None)
+        if sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(sock)
         if ws is None:
             return
-        if ws.sock is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(ws.sock)
         if polite:
             with contextlib.suppress(websocket.WebSocketException, OSError):
                 ws.send_close()

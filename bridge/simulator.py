@@ -146,6 +146,12 @@ class SimulatedDevice:
         self._clients.clear()
         self._online.clear()
 
+    async def hang(self) -> None:
+        """Stop reading from every client, pings included, like a hung device."""
+        self.frozen = True
+        for ws in self._clients:
+            ws.transport.pause_reading()
+
     async def press(self, outlet: int = 0, on: bool | None = None) -> None:
         """Toggle an outlet (or set it) as a finger on the button would."""
         value = not self.state[outlet] if on is None else on
@@ -316,6 +322,9 @@ class Simulator:
         if downtime:
             time.sleep(downtime)
         self.call(device.start())
+
+    def hang(self, device: SimulatedDevice) -> None:
+        self.call(device.hang())
 
     def send_raw(self, device: SimulatedDevice, text: str) -> None:
         self.call(device.send_raw(text))

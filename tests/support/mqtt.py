@@ -17,6 +17,7 @@ Waiting uses `wait_for`, whose timeouts scale with ``PGZEN_TEST_TIMEOUT_FACTOR``
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -213,7 +214,8 @@ def private_mqtt_broker(tmp_path: Path) -> Iterator[Mosquitto]:
 @pytest.fixture
 def mqtt_topic_prefix(request: pytest.FixtureRequest) -> str:
     """A topic prefix no other test (or run) uses."""
-    return f"pgzen-test/{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", request.node.name)[:40]
+    return f"pgzen-test/{name}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
