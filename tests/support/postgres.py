@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,7 +50,6 @@ def _start_server() -> DatabaseTarget:
         target = parse_database_url(url).with_dbname("postgres")
         check_connection(target)
         return target
-    warnings.filterwarnings("ignore", module="platformdirs")
     from db.embedded import EmbeddedServer
 
     server = EmbeddedServer(data_dir() / "test", dbname="postgres")
