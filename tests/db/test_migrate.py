@@ -21,7 +21,7 @@ from db.migrate import (
 
 
 def schema_dump(target):
-    """Return the schema of ``target`` as pg_dump prints it, minus yoyo's bookkeeping."""
+    """Return ``target``'s schema as pg_dump prints it, minus yoyo's tables."""
     result = subprocess.run(
         [
             str(bin_dir() / "pg_dump"),
