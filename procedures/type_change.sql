@@ -717,7 +717,7 @@ create or replace function type_change_online_backfill(
     after text,
     batch_size integer
 )
-returns table (examined integer, last_key text)
+returns table (examined integer, last_key text, written integer)
 volatile
 set search_path = pg_catalog, public
 language plpgsql
@@ -756,7 +756,8 @@ begin
         '     where t.%1$I = batch.k and t.%5$I is null and t.%4$I is not null'
         '    returning 1'
         ')'
-        'select count(*)::integer, max(k)::text from batch',
+        'select count(*)::integer, max(k)::text,'
+        '       (select count(*) from touched)::integer from batch',
         v_key, table_name, v_filter, v_change.column_name, v_change.new_column)
         using after, batch_size;
 end;
@@ -765,8 +766,33 @@ $$;
 comment on function type_change_online_backfill(regclass, name, text, integer) is
 'Fill one batch of the new column of an online type change: the next batch_size rows '
 'by primary key after the key "after" (NULL: from the start). Returns the rows '
-'examined and the last key (the cursor for the next batch); a batch examining fewer '
-'than batch_size rows was the last.';
+'examined, the last key (the cursor for the next batch) and the rows written; a '
+'batch examining fewer than batch_size rows was the last.';
+
+
+create or replace function type_change_online_progress(
+    table_name regclass,
+    column_name name
+)
+returns table (done bigint, remaining bigint)
+stable
+set search_path = pg_catalog, public
+language plpgsql
+as $$
+declare
+    v_change record;
+begin
+    select * into v_change from type_change_online_find(table_name, column_name);
+    return query execute format(
+        'select count(*) filter (where %1$I is not null or %2$I is null),'
+        '       count(*) filter (where %1$I is null and %2$I is not null)'
+        '  from %3$s', v_change.new_column, v_change.column_name, table_name);
+end;
+$$;
+
+comment on function type_change_online_progress(regclass, name) is
+'Count the rows of an online type change already in step (done) and still to '
+'backfill (remaining). A full scan: for progress reports, not for batches.';
 
 
 create or replace function type_change_online_finish(

@@ -1,2 +1,10 @@
+from django.urls import path
+
+from pyapp.defects import views
+
 app_name = "defects"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.defect_list, name="list"),
+    path("new/", views.defect_create, name="create"),
+    path("<int:pk>/", views.defect_edit, name="edit"),
+]

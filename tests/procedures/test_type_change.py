@@ -1,0 +1,392 @@
+"""change_column_type converts a column in place through a mapping, or not at all."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from tests.procedures.conftest import snapshot
+
+RISK = json.dumps({"HIGH": 3, "MEDIUM": 2, "LOW": 1})
+CALL = (
+    "select old_value, new_value, row_count"
+    "  from change_column_type(%s::regclass, %s, %s::regtype, %s::json"
+)
+
+
+def convert(conn, table, column, new_type, mapping, **options):
+    """Call change_column_type with named options; return its rows."""
+    extra = "".join(f", {name} => %s" for name in options)
+    return conn.execute(
+        CALL + extra + ")",
+        [
+            sql.Identifier(table).as_string(conn),
+            column,
+            new_type,
+            mapping,
+            *options.values(),
+        ],
+    ).fetchall()
+
+
+def column_type(conn, table, column):
+    return conn.execute(
+        "select format_type(atttypid, atttypmod) from pg_attribute"
+        " where attrelid = %s::regclass and attname = %s",
+        [sql.Identifier(table).as_string(conn), column],
+    ).fetchone()[0]
+
+
+def refused(conn, table, error, call):
+    """Run ``call``, expect ``error``, and check the table did not change."""
+    before = snapshot(conn, table)
+    with pytest.raises(error) as caught:
+        call()
+    assert snapshot(conn, table) == before
+    return caught.value
+
+
+def test_converts_every_value_and_reports_counts(conn, make_ratings):
+    """Mapped values become integers; the result counts rows per key."""
+    make_ratings(["HIGH", "LOW", "HIGH", "MEDIUM"])
+
+    rows = convert(conn, "rating", "rating", "integer", RISK)
+
+    assert rows == [("HIGH", "3", 2), ("LOW", "1", 1), ("MEDIUM", "2", 1)]
+    assert column_type(conn, "rating", "rating") == "integer"
+    values = conn.execute("select rating from rating order by id").fetchall()
+    assert values == [(3,), (1,), (3,), (2,)]
+
+
+def test_refuses_unmapped_values_listing_each_with_its_count(conn, make_ratings):
+    """Any unmapped value stops the change; each is listed with its row count."""
+    make_ratings(["HIGH", "URGENT", "high ", "URGENT", "LOW"])
+
+    error = refused(
+        conn,
+        "rating",
+        errors.CheckViolation,
+        lambda: convert(conn, "rating", "rating", "integer", RISK),
+    )
+
+    assert "2 values in column rating of table rating not in the mapping" in str(error)
+    assert "(3 rows); nothing was changed" in str(error)
+    assert error.diag.message_detail == "unmapped: 'URGENT' (2 rows), 'high ' (1 row)"
+
+
+def test_refuses_nulls_unless_told_to_keep_them(conn, make_ratings):
+    """A NULL is refused and listed; keep_nulls => true keeps it NULL."""
+    make_ratings(["HIGH", None])
+
+    error = refused(
+        conn,
+        "rating",
+        errors.CheckViolation,
+        lambda: convert(conn, "rating", "rating", "integer", RISK),
+    )
+    assert error.diag.message_detail == "unmapped: NULL (1 row)"
+    assert "keep_nulls" in error.diag.message_hint
+
+    convert(conn, "rating", "rating", "integer", RISK, keep_nulls=True)
+    values = conn.execute("select rating from rating order by id").fetchall()
+    assert values == [(3,), (None,)]
+
+
+def test_matches_exactly_unless_folding_case_and_space(conn, make_ratings):
+    """Fold matches trimmed, upper-cased values; exact matching refuses them."""
+    make_ratings([" high", "Low\t", "MEDIUM"])
+    refused(
+        conn,
+        "rating",
+        errors.CheckViolation,
+        lambda: convert(conn, "rating", "rating", "integer", RISK),
+    )
+
+    rows = convert(conn, "rating", "rating", "integer", RISK, fold_case_and_space=True)
+
+    assert rows == [("HIGH", "3", 1), ("LOW", "1", 1), ("MEDIUM", "2", 1)]
+    values = conn.execute("select rating from rating order by id").fetchall()
+    assert values == [(3,), (1,), (2,)]
+
+
+def test_refuses_keys_that_collide_when_folded(conn, make_ratings):
+    """With folding, "High" and "HIGH" are one key given twice: an error."""
+    make_ratings(["HIGH"])
+    mapping = json.dumps({"HIGH": 3, "High": 1})
+
+    error = refused(
+        conn,
+        "rating",
+        errors.InvalidParameterValue,
+        lambda: convert(
+            conn, "rating", "rating", "integer", mapping, fold_case_and_space=True
+        ),
+    )
+    assert "mapping lists 'HIGH' twice (after trimming and case folding)" in str(error)
+
+
+def test_refuses_a_key_given_twice(conn, make_ratings):
+    """A JSON object naming one key twice is refused (jsonb would keep the last)."""
+    make_ratings(["HIGH"])
+
+    error = refused(
+        conn,
+        "rating",
+        errors.InvalidParameterValue,
+        lambda: convert(
+            conn, "rating", "rating", "integer", '{"HIGH": 3, "HIGH": 1, "LOW": 2}'
+        ),
+    )
+    assert "mapping lists 'HIGH' twice" in str(error)
+
+
+def test_refuses_two_names_sent_to_one_number(conn, make_ratings):
+    """A many-to-one mapping is a mistake unless allow_many_to_one says otherwise."""
+    make_ratings(["HIGH", "MEDIUM", "LOW"])
+    typo = json.dumps({"HIGH": 3, "MEDIUM": 3, "LOW": 1})
+
+    error = refused(
+        conn,
+        "rating",
+        errors.InvalidParameterValue,
+        lambda: convert(conn, "rating", "rating", "integer", typo),
+    )
+    assert "mapping sends 'HIGH' and 'MEDIUM' both to 3" in str(error)
+
+    # The same number spelt differently is still the same number.
+    error = refused(
+        conn,
+        "rating",
+        errors.InvalidParameterValue,
+        lambda: convert(
+            conn, "rating", "rating", "integer", '{"HIGH": 3, "MEDIUM": "03"}'
+        ),
+    )
+    assert "both to 3" in str(error)
+
+    convert(conn, "rating", "rating", "integer", typo, allow_many_to_one=True)
+    values = conn.execute("select rating from rating order by id").fetchall()
+    assert values == [(3,), (3,), (1,)]
+
+
+@pytest.mark.parametrize(
+    ("new_type", "mapping", "message"),
+    [
+        (
+            "integer",
+            {"HIGH": "three", "LOW": 1},
+            "mapping value 'three' for 'HIGH' cannot be stored as integer",
+        ),
+        (
+            "smallint",
+            {"HIGH": 70000, "LOW": 1},
+            "mapping value '70000' for 'HIGH' cannot be stored as smallint",
+        ),
+        ("integer", {"HIGH": None}, "mapping sends 'HIGH' to null"),
+        ("integer", {}, "mapping must not be empty"),
+        ("integer", ["HIGH", 3], "mapping must be a JSON object"),
+    ],
+)
+def test_refuses_a_mapping_the_target_type_cannot_hold(
+    conn, make_ratings, new_type, mapping, message
+):
+    """A new value the target type cannot hold, or a malformed mapping, is refused."""
+    make_ratings(["HIGH", "LOW"])
+
+    error = refused(
+        conn,
+        "rating",
+        errors.InvalidParameterValue,
+        lambda: convert(conn, "rating", "rating", new_type, json.dumps(mapping)),
+    )
+    assert message in str(error)
+
+
+def test_refuses_a_missing_table_column_or_type(conn, make_ratings):
+    """A table, column or type that does not exist is a clear error."""
+    make_ratings(["HIGH"])
+
+    with pytest.raises(errors.UndefinedTable, match='relation "nope" does not exist'):
+        convert(conn, "nope", "rating", "integer", RISK)
+    error = refused(
+        conn,
+        "rating",
+        errors.UndefinedColumn,
+        lambda: convert(conn, "rating", "nope", "integer", RISK),
+    )
+    assert "column nope of table rating does not exist" in str(error)
+    refused(
+        conn,
+        "rating",
+        errors.UndefinedObject,
+        lambda: convert(conn, "rating", "rating", "intgr", RISK),
+    )
+
+
+def test_refuses_null_arguments(conn, make_ratings):
+    """NULL for the table, column, type or mapping is an error, not a no-op."""
+    make_ratings(["HIGH"])
+    calls = [
+        "select * from change_column_type(null, 'rating', 'integer', %s)",
+        "select * from change_column_type('rating', null, 'integer', %s)",
+        "select * from change_column_type('rating', 'rating', null, %s)",
+        "select * from change_column_type('rating', 'rating', 'integer',"
+        " (select %s where false))",
+        "select * from change_column_type('rating', 'rating', 'integer', %s,"
+        " keep_nulls => null)",
+        "select * from change_column_type('rating', 'rating', 'integer', %s,"
+        " lock_timeout => null)",
+        "select * from change_column_type('rating', 'rating', 'integer', %s,"
+        " lock_timeout => '0')",
+    ]
+    for call in calls:
+        refused(
+            conn,
+            "rating",
+            errors.InvalidParameterValue,
+            lambda call=call: conn.execute(
+                call.replace("%s", "%s::json"), [RISK] * call.count("%s")
+            ),
+        )
+
+
+def test_names_with_quotes_and_semicolons_cannot_inject(conn, make_ratings):
+    """Hostile names are errors and run nothing; odd but real names just work."""
+    make_ratings(["HIGH"])
+    hostile = [
+        ("rating; drop table person", "rating"),
+        ('rating"; drop table person; --', "rating"),
+        ("rating", 'rating" text; drop table person; --'),
+        ("rating", "rating; drop table person"),
+    ]
+    for table, column in hostile:
+        before = snapshot(conn, "rating")
+        with pytest.raises(psycopg.Error):
+            conn.execute(
+                CALL + ")", [table, column, "integer", RISK]
+            )  # table passed raw
+        assert snapshot(conn, "rating") == before
+    with pytest.raises(psycopg.Error):
+        conn.execute(
+            CALL + ")", ["rating", "rating", "integer; drop table person", RISK]
+        )
+    assert conn.execute("select to_regclass('person')").fetchone()[0] is not None
+
+    # A table and column whose real names carry quotes and semicolons, and a value
+    # with a quote: all quoted, all converted.
+    weird = 'risk "log"; drop table person; --'
+    make_ratings(["O'Brien", "x;y"], name=weird, column="ra'ting\";")
+    convert(conn, weird, "ra'ting\";", "integer", json.dumps({"O'Brien": 1, "x;y": 2}))
+    rows = conn.execute(
+        sql.SQL("select {} from {} order by id").format(
+            sql.Identifier("ra'ting\";"), sql.Identifier(weird)
+        )
+    ).fetchall()
+    assert rows == [(1,), (2,)]
+    assert conn.execute("select to_regclass('person')").fetchone()[0] is not None
+
+
+def test_refuses_a_column_with_a_default(conn, make_ratings):
+    """A default would not survive the USING; it must be dropped first."""
+    make_ratings(["HIGH"])
+    conn.execute("alter table rating alter column rating set default 'LOW'")
+
+    error = refused(
+        conn,
+        "rating",
+        errors.ObjectNotInPrerequisiteState,
+        lambda: convert(conn, "rating", "rating", "integer", RISK),
+    )
+    assert "has a default" in str(error)
+    assert "'LOW'::text" in error.diag.message_detail
+
+
+def test_gives_up_on_a_busy_table_within_lock_timeout(conn, make_ratings, pg_target):
+    """A lock held elsewhere: a clear 55P03 after lock_timeout, nothing changed."""
+    make_ratings(["HIGH"])
+    with psycopg.connect(pg_target.conninfo()) as holder:
+        holder.execute("select * from rating")  # holds ACCESS SHARE until rollback
+
+        error = refused(
+            conn,
+            "rating",
+            errors.LockNotAvailable,
+            lambda: convert(
+                conn, "rating", "rating", "integer", RISK, lock_timeout="50ms"
+            ),
+        )
+        holder.rollback()
+
+    assert "could not lock table rating within 00:00:00.05" in str(error)
+    assert "nothing was changed" in str(error)
+    assert conn.execute("show lock_timeout").fetchone() == ("0",)
+
+
+def test_restores_the_callers_lock_timeout(conn, make_ratings):
+    """The function's own lock_timeout does not leak into the caller's transaction."""
+    make_ratings(["HIGH"])
+    with conn.transaction():
+        conn.execute("set local lock_timeout = '7s'")
+        convert(conn, "rating", "rating", "integer", RISK, lock_timeout="1s")
+        assert conn.execute("show lock_timeout").fetchone() == ("7s",)
+
+
+def test_the_generated_case_raises_for_a_value_it_does_not_list(conn, make_ratings):
+    """Belt and braces: the USING CASE's ELSE raises rather than writing NULL."""
+    make_ratings(["HIGH", "URGENT"])
+    case = conn.execute(
+        "select type_change_case('rating', %s::json, 'integer', false, false,"
+        " 'rating', 'rating')",
+        [RISK],
+    ).fetchone()[0]
+    assert "else public.type_change_unmapped(" in case
+
+    # The same ALTER the function would run, without its checks first.
+    error = refused(
+        conn,
+        "rating",
+        errors.CheckViolation,
+        lambda: conn.execute(
+            f"alter table rating alter column rating type integer using {case}"
+        ),
+    )
+    assert "value 'URGENT' in column rating of table rating is not in" in str(error)
+
+
+def test_every_public_function_has_a_comment(conn):
+    """\\df+ tells a psql user what each type change function does."""
+    missing = conn.execute(
+        "select p.oid::regprocedure::text from pg_proc p"
+        " where p.pronamespace = 'public'::regnamespace"
+        "   and (p.proname like 'type\\_change\\_%'"
+        "        or p.proname = 'change_column_type')"
+        "   and p.proname not like 'type\\_change\\_sync\\_%'"
+        "   and obj_description(p.oid, 'pg_proc') is null"
+    ).fetchall()
+    assert missing == []
+
+
+def test_concurrent_writers_wait_then_see_integers(conn, make_ratings, pg_target):
+    """A writer queued behind the conversion proceeds once it commits."""
+    make_ratings(["HIGH", "LOW"])
+    done = threading.Event()
+
+    def write_later():
+        with psycopg.connect(pg_target.conninfo(), autocommit=True) as writer:
+            writer.execute("set lock_timeout = '10s'")
+            writer.execute("insert into rating (rating) values ('3')")
+        done.set()
+
+    with conn.transaction():
+        convert(conn, "rating", "rating", "integer", RISK)
+        thread = threading.Thread(target=write_later)
+        thread.start()
+        assert not done.wait(0.2)
+    thread.join(10)
+
+    values = conn.execute("select rating from rating order by id").fetchall()
+    assert values == [(3,), (1,), (3,)]
