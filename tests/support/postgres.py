@@ -26,20 +26,25 @@ Django tests use pytest-django's ``db`` fixture as usual.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import pytest
 from pytest_postgresql import factories
 
 from db.config import DatabaseTarget, check_connection, data_dir, parse_database_url
 
 ENV_TEST_URL = "PGZEN_TEST_DATABASE_URL"
-TEMPLATE_BASE = "pgzen_t"
-DJANGO_NAME = "pgzen_django"
+# Per-session names, so two test sessions on one server never drop each other's.
+SESSION = os.getpid()
+TEMPLATE_BASE = f"pgzen_t_{SESSION}"
+DJANGO_NAME = f"pgzen_django_{SESSION}"
+_LEFTOVER = re.compile(r"^(?:test_)?pgzen_(?:t|django)_(\d+)(?:_tmpl)?$")
 
 _state: dict[str, Any] = {}
 
@@ -68,11 +73,34 @@ def ensure_session_server() -> DatabaseTarget:
         return server_target()
     target = _start_server()
     _state["server"] = target
+    _drop_leftovers(target)
     os.environ["DATABASE_URL"] = target.with_dbname(DJANGO_NAME).url
     os.environ.pop("PGZEN_EMBEDDED", None)
     os.environ.setdefault("PGZEN_SECRET_KEY", "test-only-" + "x" * 50)
     os.environ.setdefault("PGZEN_ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
     return target
+
+
+def _drop_leftovers(target: DatabaseTarget) -> None:
+    """Drop databases left by test sessions whose process is gone."""
+    import psutil
+
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        names = [row[0] for row in conn.execute("select datname from pg_database")]
+        for name in names:
+            match = _LEFTOVER.match(name)
+            if match is None or psutil.pid_exists(int(match.group(1))):
+                continue
+            conn.execute(
+                psycopg.sql.SQL("alter database {} is_template false").format(
+                    psycopg.sql.Identifier(name)
+                )
+            )
+            conn.execute(
+                psycopg.sql.SQL("drop database if exists {} with (force)").format(
+                    psycopg.sql.Identifier(name)
+                )
+            )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
