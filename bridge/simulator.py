@@ -413,12 +413,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="ignore standard input; run until killed",
     )
+    parser.add_argument(
+        "--write-config", metavar="FILE", help="write a matching bridge configuration"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         counts = [int(n) for n in args.outlets.split(",")]
     except ValueError:
@@ -428,7 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for index in range(args.devices):
             port = args.port + index if args.port else 0
             sim.add(outlets=counts[index % len(counts)], port=port)
-        print(_config_snippet(sim.devices), flush=True)
+        snippet = _config_snippet(sim.devices)
+        if args.write_config:
+            with open(args.write_config, "w") as file:
+                file.write(snippet)
+        print(snippet, flush=True)
 
         if args.no_input:
             stop = threading.Event()
