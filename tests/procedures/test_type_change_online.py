@@ -1,0 +1,278 @@
+"""The online path: a new column kept in step by a trigger, a backfill, a short swap."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from tests.procedures.conftest import snapshot
+from tests.support.postgres import pgzen_env, run_pgzen
+
+RISK = json.dumps({"HIGH": 3, "MEDIUM": 2, "LOW": 1})
+
+
+def start(conn, table="rating", column="rating", mapping=RISK, **options):
+    extra = "".join(f", {name} => %s" for name in options)
+    return conn.execute(
+        "select type_change_online_start(%s::regclass, %s, 'integer', %s::json"
+        + extra
+        + ")",
+        [table, column, mapping, *options.values()],
+    ).fetchone()[0]
+
+
+def backfill(conn, after, batch_size, table="rating", column="rating"):
+    return conn.execute(
+        "select examined, last_key, written"
+        "  from type_change_online_backfill(%s::regclass, %s, %s, %s)",
+        [table, column, after, batch_size],
+    ).fetchone()
+
+
+def backfill_all(conn, batch_size=2):
+    after = None
+    while True:
+        examined, after, _ = backfill(conn, after, batch_size)
+        if examined < batch_size:
+            return
+
+
+def finish(conn, table="rating", column="rating", **options):
+    extra = "".join(f", {name} => %s" for name in options)
+    conn.execute(
+        "select type_change_online_finish(%s::regclass, %s" + extra + ")",
+        [table, column, *options.values()],
+    )
+
+
+def rows(conn, columns="id, rating, rating_new"):
+    return conn.execute(f"select {columns} from rating order by id").fetchall()
+
+
+def test_the_trigger_keeps_both_columns_in_step_both_ways(conn, make_ratings):
+    """Old clients write text, new clients write integers; each fills the other."""
+    make_ratings(["HIGH"], not_null=True)
+    assert start(conn) == "rating_new"
+
+    conn.execute("insert into rating (rating) values ('LOW')")
+    conn.execute("insert into rating (rating_new) values (2)")
+    conn.execute("update rating set rating = 'HIGH' where id = 2")
+    conn.execute("update rating set rating_new = 1 where id = 3")
+    conn.execute("insert into rating (rating, rating_new) values ('MEDIUM', 2)")
+
+    assert rows(conn) == [
+        (1, "HIGH", None),
+        (2, "HIGH", 3),
+        (3, "LOW", 1),
+        (4, "MEDIUM", 2),
+    ]
+
+
+def test_the_trigger_refuses_unmapped_and_disagreeing_writes(conn, make_ratings):
+    """An old client's unmapped value, or two columns that disagree, raise."""
+    make_ratings(["HIGH"], not_null=True)
+    start(conn)
+    before = snapshot(conn, "rating")
+
+    with pytest.raises(errors.CheckViolation, match="'URGENT' in column rating"):
+        conn.execute("insert into rating (rating) values ('URGENT')")
+    with pytest.raises(errors.CheckViolation, match="'7' in column rating_new"):
+        conn.execute("insert into rating (rating_new) values (7)")
+    with pytest.raises(errors.CheckViolation, match="disagree: LOW and 3"):
+        conn.execute("insert into rating (rating, rating_new) values ('LOW', 3)")
+    with pytest.raises(errors.CheckViolation, match="disagree: LOW and 2"):
+        conn.execute("update rating set rating = 'LOW', rating_new = 2")
+    assert snapshot(conn, "rating") == before
+
+
+def test_backfill_walks_the_keyset_and_skips_rows_in_step(conn, make_ratings):
+    """Each batch examines the next keys; rows the trigger filled are not written."""
+    make_ratings(["HIGH", "LOW", "MEDIUM", "HIGH", "LOW"], not_null=True)
+    start(conn)
+    conn.execute("update rating set rating = 'MEDIUM' where id = 2")
+
+    assert backfill(conn, None, 2) == (2, "2", 1)
+    assert backfill(conn, "2", 2) == (2, "4", 2)
+    assert backfill(conn, "4", 2) == (1, "5", 1)
+    assert backfill(conn, "5", 2) == (0, None, 0)
+    assert rows(conn, "rating_new") == [(3,), (2,), (2,), (3,), (1,)]
+    assert conn.execute(
+        "select done, remaining from type_change_online_progress('rating', 'rating')"
+    ).fetchone() == (5, 0)
+
+
+def test_finish_refuses_until_every_row_is_backfilled(conn, make_ratings):
+    """The swap waits for the backfill; refused, it changes nothing."""
+    make_ratings(["HIGH", "LOW", "MEDIUM"], not_null=True)
+    start(conn)
+    backfill(conn, None, 1)
+    before = snapshot(conn, "rating")
+
+    with pytest.raises(
+        errors.ObjectNotInPrerequisiteState, match="2 rows of table rating not"
+    ):
+        finish(conn)
+    assert snapshot(conn, "rating") == before
+
+
+def test_finish_swaps_the_column_in_with_row_triggers_present(conn, make_ratings):
+    """The swap keeps name, NOT NULL and comment; other row triggers keep working."""
+    make_ratings(["HIGH", "LOW"], not_null=True)
+    conn.execute("comment on column rating.rating is 'how bad'")
+    # Row triggers of the kind an audit log adds, before and after, reading the
+    # whole row.
+    conn.execute(
+        """
+        create table rating_log (id serial, image jsonb);
+        create function rating_log() returns trigger language plpgsql as $$
+        begin
+            insert into rating_log (image) values (to_jsonb(new));
+            return new;
+        end $$;
+        create trigger a_rating_log before insert or update on rating
+            for each row execute function rating_log();
+        create trigger rating_audit after insert or update on rating
+            for each row execute function rating_log();
+        """
+    )
+    start(conn)
+    conn.execute("insert into rating (rating) values ('MEDIUM')")
+    backfill_all(conn)
+
+    finish(conn)
+
+    columns = conn.execute(
+        "select attname, format_type(atttypid, atttypmod), attnotnull,"
+        "       col_description(attrelid, attnum)"
+        "  from pg_attribute where attrelid = 'rating'::regclass and attnum > 0"
+        "   and not attisdropped order by attnum"
+    ).fetchall()
+    assert columns == [
+        ("id", "bigint", True, None),
+        ("rating", "integer", True, "how bad"),
+    ]
+    assert rows(conn, "id, rating") == [(1, 3), (2, 1), (3, 2)]
+    triggers = conn.execute(
+        "select tgname from pg_trigger where tgrelid = 'rating'::regclass"
+        " order by tgname"
+    ).fetchall()
+    assert triggers == [("a_rating_log",), ("rating_audit",)]
+    constraints = conn.execute(
+        "select conname from pg_constraint where conrelid = 'rating'::regclass"
+        " and contype = 'c'"
+    ).fetchall()
+    assert constraints == []
+    assert conn.execute("select * from type_change_online_pending()").fetchall() == []
+
+    conn.execute("insert into rating (rating) values (2)")
+    image = conn.execute(
+        "select image from rating_log order by id desc limit 1"
+    ).fetchone()[0]
+    assert image == {"id": 4, "rating": 2}
+
+
+def test_finish_refuses_while_an_index_uses_the_old_column(conn, make_ratings):
+    """An index on the old column would vanish silently; finish names it instead."""
+    make_ratings(["HIGH"])
+    start(conn)
+    backfill_all(conn)
+    conn.execute("create index rating_rating_idx on rating (rating)")
+    before = snapshot(conn, "rating")
+
+    with pytest.raises(
+        errors.DependentObjectsStillExist, match="index rating_rating_idx"
+    ):
+        finish(conn)
+    assert snapshot(conn, "rating") == before
+
+
+def test_finish_gives_up_on_a_busy_table(conn, make_ratings, pg_target):
+    """The swap's lock waits at most lock_timeout, then nothing has changed."""
+    make_ratings(["HIGH"])
+    start(conn)
+    backfill_all(conn)
+    before = snapshot(conn, "rating")
+
+    with psycopg.connect(pg_target.conninfo()) as holder:
+        holder.execute("select * from rating")
+        with pytest.raises(errors.LockNotAvailable, match="could not lock table"):
+            finish(conn, lock_timeout="50ms")
+        holder.rollback()
+    assert snapshot(conn, "rating") == before
+
+
+def test_start_refuses_what_the_in_place_path_refuses(conn, make_ratings):
+    """Unmapped values, many-to-one mappings and missing names stop start early."""
+    make_ratings(["HIGH", "URGENT"])
+    before = snapshot(conn, "rating")
+
+    with pytest.raises(errors.CheckViolation, match="1 value in column rating"):
+        start(conn)
+    with pytest.raises(errors.InvalidParameterValue, match="both to 3"):
+        start(conn, mapping='{"HIGH": 3, "URGENT": 3}')
+    with pytest.raises(errors.UndefinedColumn):
+        start(conn, column="rating; drop table person")
+    with pytest.raises((errors.UndefinedTable, errors.InvalidName)):
+        start(conn, table='rating"; drop table person; --')
+    assert snapshot(conn, "rating") == before
+
+    start(conn, mapping='{"HIGH": 3, "URGENT": 4}')
+    with pytest.raises(errors.ObjectNotInPrerequisiteState, match="already in"):
+        start(conn, mapping='{"HIGH": 3, "URGENT": 4}', new_column="other")
+
+
+def test_abort_leaves_the_table_as_it_was(conn, make_ratings):
+    """Abort drops the new column, its constraints, trigger and function."""
+    make_ratings(["HIGH", "LOW"], not_null=True)
+    before = snapshot(conn, "rating")
+    start(conn)
+
+    conn.execute("select type_change_online_abort('rating', 'rating')")
+
+    assert snapshot(conn, "rating") == before
+    leftovers = conn.execute(
+        "select count(*) from pg_proc where proname like 'type\\_change\\_sync\\_%'"
+    ).fetchone()
+    assert leftovers == (0,)
+
+
+@pytest.mark.slow
+def test_backfill_chain_runs_on_a_real_worker(conn, make_ratings, pg_target):
+    """pgzen backfill type-change fills the column in batches via a worker."""
+    make_ratings(["HIGH", "LOW", "MEDIUM"] * 4, not_null=True)
+    start(conn)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pyapp", "worker"],
+        env=pgzen_env(pg_target),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        result = run_pgzen(
+            pg_target, "backfill", "type-change", "--batch-size", "5", "--wait"
+        )
+        assert "started 1 chain(s) of 5 rows: rating.rating -> rating_new" in (
+            result.stdout
+        )
+        status = run_pgzen(pg_target, "status").stdout
+    finally:
+        worker.terminate()
+        worker.wait(10)
+
+    assert conn.execute(
+        "select done, remaining from type_change_online_progress('rating', 'rating')"
+    ).fetchone() == (12, 0)
+    jobs = conn.execute(
+        "select status, args ->> 'after' from procrastinate_jobs"
+        " where queueing_lock = 'type-change:rating.rating' order by id"
+    ).fetchall()
+    assert jobs == [("succeeded", None), ("succeeded", "5"), ("succeeded", "10")]
+    assert "type-change: idle (3 batch(es) done); 12 done, ~0 remaining" in status
+    finish(conn)
+    assert rows(conn, "rating")[:3] == [(3,), (1,), (2,)]
