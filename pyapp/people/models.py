@@ -6,7 +6,7 @@ database's catalogue.
 
 from __future__ import annotations
 
-from django.db import models
+from django.db import connections, models, router
 from django.utils.translation import gettext_lazy as _
 from django_countries.fields import CountryField
 
@@ -14,6 +14,8 @@ NAME_MAX_LENGTH = 200
 STREET_MAX_LENGTH = 200
 SUBURB_MAX_LENGTH = 100
 POSTCODE_MAX_LENGTH = 10
+# The check constraint address_postcode_format, as a Python regular expression.
+POSTCODE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9 -]{0,9}"
 
 
 class Person(models.Model):
@@ -30,6 +32,13 @@ class Person(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @classmethod
+    def allocate_id(cls) -> int:
+        """Take the next id from the person table's identity sequence."""
+        with connections[router.db_for_write(cls)].cursor() as cursor:
+            cursor.execute("select nextval(pg_get_serial_sequence('person', 'id'))")
+            return int(cursor.fetchone()[0])
 
 
 class Address(models.Model):
