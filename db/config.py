@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,25 @@ def data_dir() -> Path:
     configured = os.environ.get(ENV_DATA_DIR, "").strip()
     path = Path(configured) if configured else project_root() / ".pgzen"
     return path.expanduser().resolve()
+
+
+def persistent_secret(name: str, nbytes: int = 48) -> str:
+    """Return a random secret kept in the data directory, generated on first use.
+
+    The file is created with mode 0600 and never overwritten, so every process of
+    this checkout reads the same value.
+    """
+    path = data_dir() / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process won the race; read what it wrote
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(nbytes))
+    return path.read_text().strip()
 
 
 def mask_url(url: str) -> str:

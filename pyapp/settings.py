@@ -9,12 +9,16 @@ started by hand, say), these settings start the embedded default themselves.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from db.config import configured_target, data_dir, django_database
+from db.config import (
+    configured_target,
+    data_dir,
+    django_database,
+    persistent_secret,
+)
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -66,13 +70,7 @@ def _secret_key() -> str:
             "PGZEN_SECRET_KEY must be set when DATABASE_URL is set "
             "(the generated key is only for the embedded default)"
         )
-    path = data_dir() / "secret_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(64))
-    return path.read_text().strip()
+    return persistent_secret("secret_key", 64)
 
 
 SECRET_KEY = _secret_key()

@@ -7,12 +7,11 @@ the data directory, and printed so the person trying pgzen can sign in.
 from __future__ import annotations
 
 import os
-import secrets
 from typing import Any
 
 from django.contrib.auth import get_user_model
 
-from db.config import data_dir
+from db.config import persistent_secret
 
 DEMO_USERNAME = "demo"
 
@@ -21,13 +20,7 @@ def demo_password() -> str:
     configured = os.environ.get("PGZEN_DEMO_PASSWORD", "").strip()
     if configured:
         return configured
-    path = data_dir() / "demo_password"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(12))
-    return path.read_text().strip()
+    return persistent_secret("demo_password", 12)
 
 
 def seed(command: Any, options: dict[str, Any]) -> None:

@@ -2,12 +2,10 @@
 
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from db.embedded import bin_dir
 from db.errors import MigrationError
@@ -41,19 +39,6 @@ def schema_dump(target):
         if not line.startswith(("-- Dumped", "\\restrict", "\\unrestrict"))
     ]
     return "\n".join(lines)
-
-
-@pytest.fixture
-def empty_db(test_server):
-    """A brand-new empty database on the session server, dropped afterwards."""
-    name = f"pgzen_empty_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(test_server.conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    yield test_server.with_dbname(name)
-    with psycopg.connect(test_server.conninfo(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("drop database {} with (force)").format(sql.Identifier(name))
-        )
 
 
 def write(path: Path, text: str) -> None:

@@ -204,3 +204,13 @@ def test_embedded_default_without_database_url(tmp_path):
     assert "(embedded)" in result.stdout
     assert str(tmp_path / "pgdata") in result.stdout
     assert not (tmp_path / "pgdata" / "postmaster.pid").exists(), "stopped on exit"
+
+
+@pytest.mark.parametrize("command", ["seed", "backfill", "worker"])
+def test_commands_needing_the_schema_refuse_an_unmigrated_database(empty_db, command):
+    """seed, backfill and worker name the pending migrations instead of crashing."""
+    result = run_pgzen(empty_db, command, check=False)
+    assert result.returncode == 1
+    assert "unapplied migration(s)" in result.stderr
+    assert "run `pgzen migrate` first" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -17,6 +17,8 @@ Fixtures:
     worker against it (``pgzen_env`` gives the environment for a subprocess).
 ``test_server``
     the server's maintenance target (database ``postgres``).
+``empty_db``
+    a target for a brand-new empty database (nothing migrated), dropped afterwards.
 
 Django tests use pytest-django's ``db`` fixture as usual.
 
@@ -30,6 +32,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -199,3 +202,18 @@ def pg_conn(_pg_clone: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[A
 def pg_target(pg_conn: psycopg.Connection[Any]) -> DatabaseTarget:
     """The fresh database of ``pg_conn`` as a target for subprocesses."""
     return server_target().with_dbname(pg_conn.info.dbname)
+
+
+@pytest.fixture
+def empty_db(test_server: DatabaseTarget) -> Iterator[DatabaseTarget]:
+    """A brand-new empty database on the session server, dropped afterwards."""
+    name = f"pgzen_empty_{uuid.uuid4().hex[:8]}"
+    create = psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(name))
+    with psycopg.connect(test_server.conninfo(), autocommit=True) as conn:
+        conn.execute(create)
+    yield test_server.with_dbname(name)
+    drop = psycopg.sql.SQL("drop database {} with (force)").format(
+        psycopg.sql.Identifier(name)
+    )
+    with psycopg.connect(test_server.conninfo(), autocommit=True) as conn:
+        conn.execute(drop)

@@ -13,6 +13,8 @@ from typing import Any
 from django.apps import apps
 from django.core.management.base import BaseCommand
 
+from pyapp.core.database import require_migrated
+
 
 def seed_modules() -> list[ModuleType]:
     modules = []
@@ -36,5 +38,6 @@ class Command(BaseCommand):
                 module.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_migrated()
         for module in seed_modules():
             module.seed(self, options)

@@ -9,6 +9,8 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from pyapp.core.database import require_migrated
+
 
 class Command(BaseCommand):
     help = "Run a Procrastinate worker (all queues unless --queues is given)."
@@ -21,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None, help="Worker name in logs.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_migrated()
         if "PGZEN_WORKER_LOG_LEVEL" not in os.environ:
             logging.getLogger("procrastinate").setLevel(logging.INFO)
         argv = ["worker", f"--concurrency={options['concurrency']}"]
