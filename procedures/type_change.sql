@@ -308,17 +308,19 @@ begin
         end if;
     end loop;
 
+    -- The list goes in the message itself: a migration runner may show only that.
     if v_distinct > 0 then
-        raise exception '% % in column % of table % not in the mapping (% %); '
+        raise exception '% % in column % of table % not in the mapping: %; '
                         'nothing was changed',
             v_distinct, case when v_distinct = 1 then 'value' else 'values' end,
-            quote_ident(column_name), table_name, v_unmapped_rows,
-            case when v_unmapped_rows = 1 then 'row' else 'rows' end
+            quote_ident(column_name), table_name,
+            array_to_string(v_unmapped, ', ')
+            || case when v_distinct > v_listed
+                    then format(' and %s more', v_distinct - v_listed) else '' end
             using errcode = 'check_violation',
-                  detail = 'unmapped: ' || array_to_string(v_unmapped, ', ')
-                           || case when v_distinct > v_listed
-                                   then format(' and %s more', v_distinct - v_listed)
-                                   else '' end,
+                  detail = format('%s unmapped %s in all', v_unmapped_rows,
+                                  case when v_unmapped_rows = 1 then 'row'
+                                       else 'rows' end),
                   hint = case when v_has_null
                               then 'NULLs are refused unless keep_nulls => true. '
                               else '' end
