@@ -255,7 +255,9 @@ class AddressForm(forms.ModelForm):
     def clean_postcode(self) -> str:
         postcode = self.cleaned_data["postcode"]
         if not re.fullmatch(POSTCODE_PATTERN, postcode):
-            raise ValidationError(CONSTRAINT_ERRORS["address_postcode_format"][1])
+            raise ValidationError(
+                CONSTRAINT_ERRORS["address_postcode_format"][1], code="invalid"
+            )
         return postcode
 
 
@@ -413,9 +415,6 @@ class PersonForm(forms.ModelForm):
             },
         }
 
-    class Media:
-        js = [forms.Script("people/person-form.js", defer=True)]
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.adding_address = self.is_bound and ADD_ADDRESS in self.data
@@ -493,7 +492,8 @@ class PersonForm(forms.ModelForm):
 
     @property
     def media(self) -> forms.Media:
-        return super().media + self.addresses.media
+        own = forms.Media(js=[forms.Script("people/person-form.js", defer=True)])
+        return own + super().media + self.addresses.media
 
     def full_clean(self) -> None:
         if self.adding_address and self.addresses.management_form.is_valid():

@@ -19,7 +19,7 @@ PASSWORD = "a-long-test-password"
 
 @pytest.fixture
 def make_person(db: None) -> Callable[..., Person]:
-    """Return a builder: ``make_person(addresses=N, name=...)`` saves and returns one."""
+    """Return a builder: ``make_person(addresses=N, name=...)`` saves a person."""
 
     def make(addresses: int = 0, name: str = "Ada Lovelace", **fields: Any) -> Person:
         person = Person.objects.create(name=name, **fields)
@@ -60,7 +60,9 @@ def form_data(person: Person | None = None, **overrides: Any) -> dict[str, str]:
     data: dict[str, str] = {}
     for bound in [*form, *form.addresses.management_form]:
         value = bound.value()
-        data[bound.html_name] = "" if value is None else str(bound.field.prepare_value(value))
+        data[bound.html_name] = (
+            "" if value is None else str(bound.field.prepare_value(value))
+        )
     for sub in form.addresses.forms:
         for bound in sub:
             if bound.name == "DELETE":
