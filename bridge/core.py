@@ -21,6 +21,7 @@ passed in, so every rule below is tested without a socket or a clock:
 from __future__ import annotations
 
 import enum
+import heapq
 import logging
 import random
 import time
@@ -672,6 +673,12 @@ class BridgeCore:
         self._device_topics: dict[str, tuple[str, ...]] = {}
         self._echoes: dict[str, deque[tuple[bytes, float]]] = {}
         self._out: list[Effect] = []
+        # Deadlines: a heap of (time, order, key) with lazy deletion; _due holds each
+        # session's current deadline, and an entry that disagrees with it is stale.
+        # Ticking and waiting then cost O(log n), not a scan of every device.
+        self._order = {key: index for index, key in enumerate(self.sessions)}
+        self._heap: list[tuple[float, int, str]] = []
+        self._due: dict[str, float | None] = {}
         for session in self.sessions.values():
             if session.deviceid is not None and session.outlets is not None:
                 self._route(session)
@@ -680,9 +687,17 @@ class BridgeCore:
 
     def start(self, now: float) -> list[Effect]:
         """Begin connecting every device."""
-        for session in self.sessions.values():
+        effects: list[Effect] = []
+        for key in self.sessions:
+            effects += self.retry_now(key, now)
+        return effects
+
+    def retry_now(self, key: str, now: float) -> list[Effect]:
+        """Connect to an idle device at once, skipping what is left of its backoff."""
+        session = self.sessions[key]
+        if session.state is LinkState.IDLE:
             session.retry_at = now
-        return self.tick(now)
+        return self._run(key, now, lambda s: s.tick_connect(now))
 
     def link_opened(self, key: str, now: float) -> list[Effect]:
         """Start the handshake on a link that `Connect` opened."""
@@ -766,14 +781,26 @@ class BridgeCore:
     # Time and shutdown.
 
     def tick(self, now: float) -> list[Effect]:
-        for session in self.sessions.values():
+        """Handle every timeout that has come due."""
+        due: list[str] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, key = heapq.heappop(heap)
+            if self._due.get(key) == deadline:
+                self._due[key] = None
+                due.append(key)
+        for key in due:
+            session = self.sessions[key]
             session.tick(now)
             self._collect(session, now)
         return self._drain()
 
     def next_deadline(self) -> float | None:
-        deadlines = (s.next_deadline() for s in self.sessions.values())
-        return min((d for d in deadlines if d is not None), default=None)
+        """Return when `tick` has work next, or None."""
+        heap = self._heap
+        while heap and self._due.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def shutdown(self, now: float) -> list[Effect]:
         """Close every link and publish every availability as offline."""
@@ -817,6 +844,15 @@ class BridgeCore:
                     self._on_lost(session, now)
                 else:
                     self._publish_states(session, event.outlets, event.force, now)
+        self._schedule(session)
+
+    def _schedule(self, session: DeviceSession) -> None:
+        key = session.spec.key
+        deadline = session.next_deadline()
+        if deadline != self._due.get(key):
+            self._due[key] = deadline
+            if deadline is not None:
+                heapq.heappush(self._heap, (deadline, self._order[key], key))
 
     def _on_ready(self, session: DeviceSession, now: float) -> None:
         assert session.deviceid is not None

@@ -61,8 +61,7 @@ def bring_online(
     session = core.sessions[key]
     effects: list[Effect] = []
     if session.state is not LinkState.CONNECTING:
-        session.retry_at = now
-        effects += core.tick(now)
+        effects += core.retry_now(key, now)
         assert Connect(key) in effects
     effects += core.link_opened(key, now)
     hello = sent(effects)[-1]
@@ -362,8 +361,7 @@ def test_commands_wait_for_the_first_state_push() -> None:
     bring_online(core)
     core.link_closed("a", 1.0, "reset")
     core.mqtt_message(TOPIC, b"0", False, 1.2)
-    core.sessions["a"].retry_at = 1.5
-    core.tick(1.5)
+    core.retry_now("a", 1.5)
     hello = sent(core.link_opened("a", 1.5))[0]
 
     answered = core.link_text(
@@ -498,8 +496,7 @@ def test_same_device_at_two_addresses_is_bridged_once() -> None:
     core.mqtt_connected(0.0)
     bring_online(core, "a")
 
-    core.sessions["b"].retry_at = 0.0
-    core.tick(0.0)
+    core.retry_now("b", 0.0)
     hello = sent(core.link_opened("b", 0.0))[0]
     effects = core.link_text(
         "b", protocol.reply(sequence=hello["sequence"], deviceid=DEVICEID), 0.1
@@ -618,3 +615,19 @@ def test_outlets_are_learned_from_the_first_push() -> None:
     bring_online(core, state={0: True, 1: True, 2: False, 3: True}, single=False)
 
     assert core.sessions["a"].outlets == 4
+
+
+def test_next_deadline_is_the_earliest_of_all_devices() -> None:
+    """Deadlines of many devices are tracked separately; the earliest comes first."""
+    specs = [DeviceSpec(key=k, host=k) for k in ("a", "b", "c")]
+    core = make_core(*specs, timing=Timing(reconnect_min=1.0, ping_interval=10.0))
+    core.start(0.0)
+    core.link_failed("a", 0.0, "refused")
+    core.link_failed("b", 0.5, "refused")
+    core.link_opened("c", 0.2)
+
+    assert core.next_deadline() == pytest.approx(1.0)
+    assert core.tick(1.0) == [Connect("a")]
+    assert core.next_deadline() == pytest.approx(1.5)
+    assert core.tick(1.5) == [Connect("b")]
+    assert core.next_deadline() == pytest.approx(5.2)  # c's handshake timeout
