@@ -445,7 +445,7 @@ begin
 
     raise notice 'converted column % of table % to %; held its ACCESS EXCLUSIVE lock '
                  'for % ms', quote_ident(column_name), table_name, new_type,
-        round(extract(epoch from clock_timestamp() - v_locked_at) * 1000);
+        round((extract(epoch from clock_timestamp() - v_locked_at) * 1000)::numeric, 1);
     return query select * from unnest(v_old, v_new, v_rows);
 end;
 $$;
@@ -885,7 +885,7 @@ begin
 
     raise notice 'swapped column % of table % in; held its ACCESS EXCLUSIVE lock '
                  'for % ms', quote_ident(column_name), table_name,
-        round(extract(epoch from clock_timestamp() - v_locked_at) * 1000);
+        round((extract(epoch from clock_timestamp() - v_locked_at) * 1000)::numeric, 1);
 end;
 $$;
 
