@@ -797,10 +797,13 @@ comment on function type_change_online_progress(regclass, name) is
 'backfill (remaining). A full scan: for progress reports, not for batches.';
 
 
+drop function if exists type_change_online_finish(regclass, name, interval);
+
 create or replace function type_change_online_finish(
     table_name regclass,
     column_name name,
-    lock_timeout interval default '2 seconds'
+    lock_timeout interval default '2 seconds',
+    rename boolean default true
 )
 returns void
 volatile
@@ -817,8 +820,13 @@ declare
     v_comment text;
     v_not_null boolean;
     v_locked_at timestamptz;
+    v_final name;
 begin
+    if rename is null then
+        raise exception 'rename must not be null' using errcode = 'invalid_parameter_value';
+    end if;
     select * into v_change from type_change_online_find(table_name, column_name);
+    v_final := case when rename then v_change.column_name else v_change.new_column end;
     select attnum into v_old_attnum from pg_attribute
      where attrelid = table_name and attname = v_change.column_name;
     select attnum into v_new_attnum from pg_attribute
@@ -870,17 +878,18 @@ begin
     v_comment := col_description(table_name, v_old_attnum);
     execute format('drop trigger %I on %s', v_change.trigger_name, table_name);
     execute format('alter table %s drop column %I', table_name, v_change.column_name);
-    execute format('alter table %s rename column %I to %I', table_name,
-                   v_change.new_column, v_change.column_name);
+    if rename then
+        execute format('alter table %s rename column %I to %I', table_name,
+                       v_change.new_column, v_change.column_name);
+    end if;
     if v_not_null then
         -- The validated check constraint proves it, so this scans nothing.
         execute format('alter table %s alter column %I set not null', table_name,
-                       v_change.column_name);
+                       v_final);
         execute format('alter table %s drop constraint %I', table_name,
                        'type_change_not_null_' || v_new_attnum);
     end if;
-    execute format('comment on column %s.%I is %L', table_name, v_change.column_name,
-                   v_comment);
+    execute format('comment on column %s.%I is %L', table_name, v_final, v_comment);
     execute format('drop function %s()', v_change.sync_function);
 
     raise notice 'swapped column % of table % in; held its ACCESS EXCLUSIVE lock '
@@ -889,14 +898,15 @@ begin
 end;
 $$;
 
-comment on function type_change_online_finish(regclass, name, interval) is
+comment on function type_change_online_finish(regclass, name, interval, boolean) is
 $$Finish an online type change: the short swap.
 
 Refuses (changing nothing) while any row is not backfilled, or while an index, view or
 constraint other than its own still uses the old column. Validates the change's check
 constraints without blocking writes, then under an ACCESS EXCLUSIVE lock (taken within
 lock_timeout) drops the trigger and the old column and renames the new column to the
-old name, keeping its comment and NOT NULL. The column moves to the end of the table.$$;
+old name (rename => false keeps the new name, for code already using it), keeping its
+comment and NOT NULL. The column moves to the end of the table.$$;
 
 
 create or replace function type_change_online_abort(

@@ -176,6 +176,21 @@ def test_finish_swaps_the_column_in_with_row_triggers_present(conn, make_ratings
     assert image == {"id": 4, "rating": 2}
 
 
+def test_finish_can_keep_the_new_name_for_code_already_using_it(conn, make_ratings):
+    """rename => false drops the old column and leaves the new one as it is named."""
+    make_ratings(["HIGH", "LOW"], not_null=True)
+    start(conn)
+    backfill_all(conn)
+
+    finish(conn, rename=False)
+
+    assert rows(conn, "id, rating_new") == [(1, 3), (2, 1)]
+    assert conn.execute(
+        "select attnotnull from pg_attribute"
+        " where attrelid = 'rating'::regclass and attname = 'rating_new'"
+    ).fetchone() == (True,)
+
+
 def test_finish_refuses_while_an_index_uses_the_old_column(conn, make_ratings):
     """An index on the old column would vanish silently; finish names it instead."""
     make_ratings(["HIGH"])
