@@ -6,4 +6,4 @@ drop function if exists audit_capture_update();
 drop function if exists audit_capture_delete();
 drop function if exists audit_capture_truncate();
 drop function if exists audit_refuse_change();
-drop function if exists audit_actor();
+drop function if exists audit_horizon();

@@ -217,6 +217,35 @@ comment on function audit_table(regclass, boolean) is
     'primary key. Example: select audit_table(''person'');';
 
 
+-- The reprs chain reads audit rows in (txid, id) order, and only those of
+-- transactions that can no longer add rows. That is every transaction older than the
+-- oldest one running at the statement's snapshot, except that one running in another
+-- database cannot write here: leaving it out keeps a long transaction elsewhere on
+-- the server from holding the chain back. One that ended between the snapshot and the
+-- look at pg_stat_activity is kept in: its rows are invisible to the snapshot.
+create or replace function audit_horizon()
+    returns bigint
+    stable
+    language sql
+as $$
+    with snapshot as (select pg_current_snapshot() as s)
+    select least(
+        (select pg_snapshot_xmax(s)::text::bigint from snapshot),
+        (select min(x::text::bigint)
+           from snapshot, pg_snapshot_xip(s) as x
+          where x::text::bigint % 4294967296 not in (
+                select a.backend_xid::text::bigint
+                  from pg_stat_activity as a
+                 where a.backend_xid is not null
+                   and a.datname is distinct from current_database())))
+$$;
+
+comment on function audit_horizon() is
+    'The lowest transaction id (with epoch) whose audit rows may still appear or be '
+    'invisible to the current snapshot; audit rows with txid below it are final. The '
+    'reprs chain reads only those.';
+
+
 -- Append-only: the owner may prune (retention), nobody else may change history.
 create or replace function audit_refuse_change()
     returns trigger

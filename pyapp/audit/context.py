@@ -11,8 +11,9 @@ back to the database role. Set it around the work of one person or one task::
     def tidy_addresses(): ...   # changes are recorded as "task:<module>.tidy_addresses"
 
 Inside a transaction (``transaction.atomic``) the setting is transaction-local, so it
-can never outlive the work it describes. Outside one (Django's autocommit) it is set
-on the session and the previous value restored on exit.
+can never outlive the work it describes. Outside one (Django's autocommit, where each
+statement is its own transaction) it is set on the session. Either way the previous
+value is restored when the block ends.
 
 WARNING: the setting is a claim made by the client; any role that can change audited
 tables can set it. ``audit_log.db_role`` records the role that really ran the
@@ -21,12 +22,13 @@ statement.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from django.db import connections
+from django.db import DatabaseError, connections
 
 ACTOR_SETTING = "pgzen.actor"
 
@@ -46,14 +48,22 @@ def audit_actor(actor: str, *, using: str = "default") -> Iterator[None]:
         previous = cursor.fetchone()[0] or ""
     try:
         yield
-    finally:
-        # A transaction-local value ends with its transaction; a session value is
-        # put back, unless the connection went away meanwhile.
-        if not local and connection.connection is not None:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "select set_config(%s, %s, false)", [ACTOR_SETTING, previous]
-                )
+    except BaseException:
+        # If the block's transaction failed, the server undoes the setting with it
+        # and would refuse the restore; never let that hide the block's own error.
+        with contextlib.suppress(DatabaseError):
+            _restore(connection, previous, local)
+        raise
+    _restore(connection, previous, local)
+
+
+def _restore(connection: Any, previous: str, local: bool) -> None:
+    if connection.connection is None:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "select set_config(%s, %s, %s)", [ACTOR_SETTING, previous, local]
+        )
 
 
 def task_actor(name: str) -> str:

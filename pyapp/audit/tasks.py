@@ -9,8 +9,9 @@ row's cursor. Never a query asking whether anything is left.
 The cursor is ``(txid, id)``, not ``id``: an audit row's id is taken when the row is
 written, but the row becomes visible when its transaction commits, which may be after
 a higher id committed. A batch reads only rows of transactions older than the oldest
-one still running (``pg_snapshot_xmin``); those are final, and every row written later
-sorts after them, so the walk skips nothing and never looks back.
+one still running in this database (SQL ``audit_horizon()``); those are final, and
+every row written later sorts after them, so the walk skips nothing and never looks
+back.
 
 A chain starts without a cursor and takes the position of the latest representation
 (one index probe on ``instance_repr``), so a chain killed at any point is resumed by
@@ -78,7 +79,7 @@ select a.id, a.txid, a.schema_name, a.table_name, a.op, a.old_row, a.new_row
                     (select r.audit_log_id from instance_repr as r
                       order by r.audit_txid desc, r.audit_log_id desc limit 1),
                     0))
-   and a.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+   and a.txid < audit_horizon()
    and not exists (select from instance_repr as r where r.audit_log_id = a.id)
  order by a.txid, a.id
  limit %(limit)s
