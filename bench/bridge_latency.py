@@ -10,7 +10,9 @@ here with ``set_tcp_nodelay true`` (every socket of the benchmark sets TCP_NODEL
 - resident memory and idle CPU of the bridge process.
 
 Each figure is measured for the minimal single-device bridge of
-``bench/bridge_baseline.py``, for pgzen-bridge with 1 device and with 200 devices.
+``bench/bridge_baseline.py``, for pgzen-bridge with 1 device and with 200 devices, all
+running at once; samples are taken round-robin over the three, so a busy machine weighs
+on each alike.
 
     .venv/bin/python bench/bridge_latency.py [--devices 200] [--samples 300]
 """
@@ -201,63 +203,78 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+@dataclass
+class Target:
+    """One bridge process under measurement and the devices it serves."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    devices: list[SimulatedDevice]
+    command_ms: list[float] = field(default_factory=list)
+    press_ms: list[float] = field(default_factory=list)
+
+
 def measure(
-    name: str,
-    process: subprocess.Popen[bytes],
-    devices: list[SimulatedDevice],
+    targets: list[Target],
     sim: Simulator,
     watcher: Watcher,
     clock: CommandClock,
     samples: int,
     idle: float,
-) -> dict[str, float | str | int]:
-    # Wait until every device's state is on the broker: the bridge is fully up.
+) -> list[dict[str, float | str | int]]:
+    """Take samples round-robin over the targets, so all see the same machine load."""
     start = time.monotonic()
-    for device in devices:
-        watcher.wait(topic_for(device), b"1" if device.state[0] else b"0", 0.0, 60)
-    ready = time.monotonic() - start
-    time.sleep(0.5)
+    for target in targets:
+        for device in target.devices:
+            watcher.wait(topic_for(device), b"1" if device.state[0] else b"0", 0.0, 60)
+    print(f"all bridges up after {time.monotonic() - start:.1f} s", flush=True)
+    time.sleep(1.0)
 
-    command_ms: list[float] = []
-    press_ms: list[float] = []
     warmup = 20
     for n in range(samples + warmup):
-        device = devices[n % len(devices)]
-        target = not device.state[0]
-        sent = time.monotonic()
-        watcher.publish(topic_for(device), b"1" if target else b"0")
-        arrived = clock.wait(device.deviceid, sent)
-        if n >= warmup:
-            command_ms.append((arrived - sent) * 1000)
-        time.sleep(0.01)  # let the acknowledgement and republish settle
+        for target in targets:
+            device = target.devices[n % len(target.devices)]
+            on = not device.state[0]
+            sent = time.monotonic()
+            watcher.publish(topic_for(device), b"1" if on else b"0")
+            arrived = clock.wait(device.deviceid, sent)
+            if n >= warmup:
+                target.command_ms.append((arrived - sent) * 1000)
+            time.sleep(0.01)  # let the acknowledgement and republish settle
 
     for n in range(samples + warmup):
-        device = devices[(n * 7) % len(devices)]
-        payload = b"0" if device.state[0] else b"1"
-        pressed = time.monotonic()
-        sim.press(device)
-        arrived = watcher.wait(topic_for(device), payload, pressed)
-        if n >= warmup:
-            press_ms.append((arrived - pressed) * 1000)
-        time.sleep(0.005)
+        for target in targets:
+            device = target.devices[(n * 7) % len(target.devices)]
+            payload = b"0" if device.state[0] else b"1"
+            pressed = time.monotonic()
+            sim.press(device)
+            arrived = watcher.wait(topic_for(device), payload, pressed)
+            if n >= warmup:
+                target.press_ms.append((arrived - pressed) * 1000)
+            time.sleep(0.005)
 
     time.sleep(1.0)
-    cpu_before, idle_start = cpu_seconds(process.pid), time.monotonic()
+    before = [cpu_seconds(t.process.pid) for t in targets]
+    idle_start = time.monotonic()
     time.sleep(idle)
-    cpu_used = cpu_seconds(process.pid) - cpu_before
-    idle_cpu = 100 * cpu_used / (time.monotonic() - idle_start)
+    elapsed = time.monotonic() - idle_start
+    used = [
+        cpu_seconds(t.process.pid) - b for t, b in zip(targets, before, strict=True)
+    ]
 
-    return {
-        "name": name,
-        "devices": len(devices),
-        "ready_s": round(ready, 2),
-        "command_p50_ms": round(statistics.median(command_ms), 2),
-        "command_p95_ms": round(percentile(command_ms, 95), 2),
-        "press_p50_ms": round(statistics.median(press_ms), 2),
-        "press_p95_ms": round(percentile(press_ms, 95), 2),
-        "rss_mib": round(rss_mib(process.pid), 1),
-        "idle_cpu_pct": round(idle_cpu, 2),
-    }
+    return [
+        {
+            "name": target.name,
+            "devices": len(target.devices),
+            "command_p50_ms": round(statistics.median(target.command_ms), 2),
+            "command_p95_ms": round(percentile(target.command_ms, 95), 2),
+            "press_p50_ms": round(statistics.median(target.press_ms), 2),
+            "press_p95_ms": round(percentile(target.press_ms, 95), 2),
+            "rss_mib": round(rss_mib(target.process.pid), 1),
+            "idle_cpu_pct": round(100 * cpu / elapsed, 2),
+        }
+        for target, cpu in zip(targets, used, strict=True)
+    ]
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -279,19 +296,18 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    results = []
     with tempfile.TemporaryDirectory() as tmp, Simulator(timeout=30) as sim:
         workdir = Path(tmp)
         broker, port = start_mosquitto(workdir)
         watcher = Watcher(port)
         clock = CommandClock()
+        targets: list[Target] = []
         try:
-            runs = [
+            for name, count in [
                 ("baseline", 1),
                 ("pgzen-bridge", 1),
                 ("pgzen-bridge", args.devices),
-            ]
-            for name, count in runs:
+            ]:
                 devices = [
                     sim.add(outlets=1, on_command=clock.hook) for _ in range(count)
                 ]
@@ -299,24 +315,11 @@ def main() -> int:
                     process = start_baseline(devices[0], port)
                 else:
                     process = start_bridge(devices, port, workdir)
-                try:
-                    result = measure(
-                        name,
-                        process,
-                        devices,
-                        sim,
-                        watcher,
-                        clock,
-                        args.samples,
-                        args.idle,
-                    )
-                finally:
-                    stop(process)
-                    for device in devices:
-                        sim.stop(device)
-                results.append(result)
-                print(json.dumps(result), flush=True)
+                targets.append(Target(name, process, devices))
+            results = measure(targets, sim, watcher, clock, args.samples, args.idle)
         finally:
+            for target in targets:
+                stop(target.process)
             watcher.close()
             stop(broker)
 

@@ -114,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("received %s", signal.Signals(signum).name)
         bridge.stop()
 
+    # TODO: no sd_notify readiness or watchdog yet; the unit uses Type=exec and
+    # Restart=always, which catch a crash but not a wedged loop.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     bridge.run()

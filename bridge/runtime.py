@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 # How long a read may wait for the rest of a frame once the socket was readable, and a
 # send for room in the socket buffer. Frames from devices are a few hundred bytes.
+# TODO: a device trickling a frame byte by byte stalls the loop up to IO_TIMEOUT per
+# byte; non-blocking reads need websocket-client to expose its frame buffer state.
 IO_TIMEOUT = 0.05
 
 _Work = Callable[[], Iterable[Effect]]
