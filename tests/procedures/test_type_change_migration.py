@@ -6,6 +6,10 @@ import pytest
 
 from db.errors import MigrationError
 from db.migrate import applied_migrations, migrate, rollback
+from tests.procedures import test_type_change as in_place
+
+# The fixture of the in-place tests, shared.
+conn = in_place.conn
 
 
 def risk_type(conn):

@@ -10,8 +10,13 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests.procedures.conftest import snapshot
+from tests.procedures import test_type_change as in_place
 from tests.support.postgres import pgzen_env, run_pgzen
+
+# The fixtures of the in-place tests, shared.
+conn = in_place.conn
+make_ratings = in_place.make_ratings
+snapshot = in_place.snapshot
 
 RISK = json.dumps({"HIGH": 3, "MEDIUM": 2, "LOW": 1})
 
