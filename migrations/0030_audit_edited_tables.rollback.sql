@@ -1,0 +1,7 @@
+do $$
+begin
+    perform audit_table('defect', false);
+    perform audit_table('shift', false);
+    perform audit_table('location', false);
+end
+$$;
