@@ -33,6 +33,13 @@ ZONES = [
 ]
 
 
+@pytest.fixture
+def conn(pg_conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """The fresh database, each statement its own transaction (as in psql)."""
+    pg_conn.autocommit = True
+    return pg_conn
+
+
 def add_location(conn: psycopg.Connection[Any], zone: str, name: str = "") -> int:
     row = conn.execute(
         "insert into location (name, time_zone) values (%s, %s) returning id",
