@@ -215,9 +215,9 @@ def worker_run(target: DatabaseTarget, workers: int, size: int) -> float | None:
         with psycopg.connect(target.conninfo(), autocommit=True) as conn:
             conn.execute("delete from procrastinate_jobs")
             started = time.perf_counter()
+            command = ["backfill", "shifts", "--batch-size", str(size)]
             result = subprocess.run(
-                [sys.executable, "-m", "pyapp", "backfill", "shifts", "--batch-size"]
-                + [str(size)],
+                [sys.executable, "-m", "pyapp", *command],
                 env=env,
                 capture_output=True,
                 text=True,
