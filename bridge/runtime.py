@@ -88,7 +88,6 @@ class Bridge:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._stopping = threading.Event()
         self._last_publishes: list[paho.MQTTMessageInfo] = []
-        self.started = threading.Event()
 
     # Control, from any thread.
 
@@ -120,7 +119,6 @@ class Bridge:
         )
         self.mqtt.start()
         self._apply(self.core.start(self.clock()))
-        self.started.set()
         try:
             while not self._stopping.is_set():
                 self._step()

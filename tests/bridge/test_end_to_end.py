@@ -329,3 +329,23 @@ def test_hung_device_is_detected_by_ping(
     simulator.hang(lamp)
 
     probe.wait_for(running.availability(lamp), b"offline", timeout=2.0)
+
+
+def test_bridge_started_before_the_broker_publishes_once_it_is_up(
+    private_mqtt_broker: Mosquitto,
+    mqtt_probe: Probe,
+    simulator: Simulator,
+    run_bridge: Run,
+) -> None:
+    """With the broker down, devices are served; their state appears once it is up."""
+    lamp = simulator.add(outlets=1, state=[True])
+    private_mqtt_broker.stop()
+    running = run_bridge(private_mqtt_broker, [lamp])
+    wait_for(lambda: lamp.clients == 1, message="device linked without a broker")
+
+    private_mqtt_broker.start()
+
+    probe = mqtt_probe(private_mqtt_broker)
+    probe.subscribe(running.prefix + "/#")
+    probe.wait_for(running.topic(lamp), b"1")
+    probe.wait_for(running.availability(lamp), b"online")
