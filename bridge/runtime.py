@@ -294,7 +294,7 @@ def _shut(ws: websocket.WebSocket) -> None:
 
 
 def _describe(exc: BaseException, default: str) -> str:
-    text = str(exc).strip()
+    text = str(exc).strip().rstrip(".")
     return (
         f"{type(exc).__name__}: {text}" if text else f"{default} ({type(exc).__name__})"
     )
