@@ -447,6 +447,8 @@ class PersonForm(forms.ModelForm):
             prefix=ADDRESSES_PREFIX,
             form_kwargs={"defer_validation": self.adding_address},
         )
+        if not self.is_bound and self.instance._state.adding:
+            formset.extra = 1  # a new person's page starts with one empty row
         if self.new_row_index is not None and self.new_row_index < len(formset.forms):
             # The page comes back with focus on the row the button added.
             formset.forms[self.new_row_index].fields["street"].widget.attrs[

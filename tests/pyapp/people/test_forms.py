@@ -50,12 +50,13 @@ def test_create_saves_person_and_addresses_together():
     assert stored == [("1 New Street", "AU"), ("2 Other Road", "NZ")]
 
 
-def test_unbound_create_form_carries_a_key_and_no_addresses():
-    """A fresh create form has a signed key, no version and no address rows."""
+def test_unbound_create_form_carries_a_key_and_one_empty_row():
+    """A fresh create form has a signed key, no version and one empty address row."""
     form = PersonForm()
 
     assert "key" in form.fields and "version" not in form.fields
-    assert form.addresses.total_form_count() == 0
+    assert form.addresses.total_form_count() == 1
+    assert form.addresses.initial_form_count() == 0
     assert form.addresses.prefix == ADDRESSES_PREFIX
     assert form.addresses is form.addresses  # built once per form
     assert "people/person-form.js" in str(form.media)
@@ -108,6 +109,14 @@ def test_bad_input_is_a_form_error_and_saves_nothing(make_person, field, value, 
     assert not form.is_valid()
     assert code in error_codes(form)
     assert Person.objects.get().name == "Ada Lovelace"
+
+
+def test_empty_new_row_is_ignored():
+    """The create page's untouched empty row saves no address."""
+    form = PersonForm(form_data(name="No address"))
+
+    assert form.is_valid(), form.errors
+    assert list(form.save().addresses.all()) == []
 
 
 def test_future_date_of_birth_is_refused():
