@@ -32,10 +32,7 @@ def test_model_fields_match_table_columns(model):
     """Every field is a column of the table, nullability agrees, none is missing."""
     columns = database_columns(model._meta.db_table)
     assert columns, f"table {model._meta.db_table} does not exist"
-    fields = {
-        field.column: field.null
-        for field in model._meta.concrete_fields
-    }
+    fields = {field.column: field.null for field in model._meta.concrete_fields}
     assert set(fields) == set(columns), (
         f"{model._meta.label}: model has {sorted(set(fields) - set(columns))} "
         f"extra, table has {sorted(set(columns) - set(fields))} extra"
