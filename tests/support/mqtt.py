@@ -7,7 +7,7 @@ Fixtures:
   stopped at the end of the session. Without a ``mosquitto`` binary the tests that need
   it are skipped, or fail when ``PGZEN_REQUIRE_MQTT=1``.
 - ``private_mqtt_broker`` (function): a Mosquitto process of the test's own, which the
-  test may stop and restart.
+  test may stop and restart; ``mosquitto_factory`` starts ones with extra configuration.
 - ``mqtt_topic_prefix``: a topic prefix unique to the test, so a shared broker is safe.
 - ``mqtt_probe``: a factory of `MqttProbe` clients, disconnected at the end of the test.
 
@@ -89,6 +89,7 @@ class Mosquitto:
     workdir: Path
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
+    extra_config: str = ""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -108,7 +109,7 @@ class Mosquitto:
             "persistence false\n"
             "log_dest stderr\n"
             "log_type error\n"
-            "log_type warning\n"
+            "log_type warning\n" + self.extra_config
         )
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -166,7 +167,7 @@ class BrokerAddress:
         return f"mqtt://{self.host}:{self.port}"
 
 
-def _start_mosquitto(workdir: Path) -> Mosquitto:
+def _start_mosquitto(workdir: Path, extra_config: str = "") -> Mosquitto:
     binary = find_mosquitto()
     if binary is None:
         _missing_broker(
@@ -174,7 +175,7 @@ def _start_mosquitto(workdir: Path) -> Mosquitto:
         )
     assert binary is not None
     for _ in range(3):
-        broker = Mosquitto(binary, workdir)
+        broker = Mosquitto(binary, workdir, extra_config=extra_config)
         try:
             broker.start()
         except RuntimeError:
@@ -208,6 +209,23 @@ def private_mqtt_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     try:
         yield broker
     finally:
+        broker.stop()
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[[str], Mosquitto]]:
+    """Start Mosquitto processes with extra configuration lines (TLS, passwords)."""
+    brokers: list[Mosquitto] = []
+
+    def start(extra_config: str) -> Mosquitto:
+        workdir = tmp_path / f"mosquitto-{len(brokers)}"
+        workdir.mkdir()
+        broker = _start_mosquitto(workdir, extra_config)
+        brokers.append(broker)
+        return broker
+
+    yield start
+    for broker in brokers:
         broker.stop()
 
 
