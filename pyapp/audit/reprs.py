@@ -86,12 +86,14 @@ def represent(
     schema_name: str,
     table_name: str,
     op: str,
-    old_row: Mapping[str, Any] | None,
-    new_row: Mapping[str, Any] | None,
+    image: Mapping[str, Any] | None,
     *,
     audit_log_id: int | None = None,
 ) -> str:
     """Return the application's representation of one audit row's image.
+
+    ``image`` is the row as the audit row shows it: the old image for a delete, the
+    new one otherwise.
 
     Call it inside :func:`no_queries` (the batch does, once for all its rows) so that
     a ``__str__`` following a relation is reported instead of querying per row.
@@ -102,28 +104,27 @@ def represent(
         return f"(all {what} removed by truncate)"
     if model is None:
         return f"(table {schema_name}.{table_name} is not known to the application)"
-    image = old_row if op == "delete" else new_row
     if image is None:
         return f"({model._meta.verbose_name}: no row image)"
 
-    label = f"{model._meta.verbose_name} {_key_text(model, image)}"
     try:
         text = str(instance_from_image(model, image))
     except QueryRefused:
-        return f"({label}: its representation needs the database)"
+        return f"({_label(model, image)}: its representation needs the database)"
     except Exception as exc:
         logger.warning(
             "str() of %s failed for audit row %s: %r",
-            label,
+            _label(model, image),
             audit_log_id,
             exc,
             extra={"action": "audit_repr_failed", "audit_log_id": audit_log_id},
         )
-        return f"({label}: str() failed with {exc.__class__.__name__})"
+        return f"({_label(model, image)}: str() failed with {exc.__class__.__name__})"
     return text[:MAX_REPR_LENGTH]
 
 
-def _key_text(model: type[models.Model], image: Mapping[str, Any]) -> str:
+def _label(model: type[models.Model], image: Mapping[str, Any]) -> str:
     pk = model._meta.pk
     value = image.get(pk.column) if pk is not None else None
-    return f"#{value}" if value is not None else "(no key)"
+    key = f"#{value}" if value is not None else "(no key)"
+    return f"{model._meta.verbose_name} {key}"

@@ -68,7 +68,8 @@ Cursor = tuple[int, int]
 # scalar subqueries run once (init plans) and only when the cursor is null, and the
 # row comparison is a range over audit_log_txid_id_idx.
 READ_SQL = """
-select a.id, a.txid, a.schema_name, a.table_name, a.op, a.old_row, a.new_row
+select a.id, a.txid, a.schema_name, a.table_name, a.op,
+       case a.op when 'delete' then a.old_row else a.new_row end
   from audit_log as a
  where (a.txid, a.id) > (
            coalesce(%(txid)s::bigint,
@@ -101,8 +102,8 @@ class AuditRow:
     schema_name: str
     table_name: str
     op: str
-    old_row: dict[str, Any] | None
-    new_row: dict[str, Any] | None
+    #: The image the application represents: the old one for a delete.
+    image: dict[str, Any] | None
 
     @property
     def cursor(self) -> Cursor:
@@ -129,8 +130,8 @@ def read_batch(batch_size: int, after: Cursor | None) -> list[AuditRow]:
     with connection.cursor() as cursor:
         cursor.execute(READ_SQL, {"txid": txid, "id": audit_id, "limit": batch_size})
         return [
-            AuditRow(id, txid, schema, table, op, _json(old), _json(new))
-            for id, txid, schema, table, op, old, new in cursor.fetchall()
+            AuditRow(id, txid, schema, table, op, _json(image))
+            for id, txid, schema, table, op, image in cursor.fetchall()
         ]
 
 
@@ -147,8 +148,7 @@ def write_reprs(rows: Sequence[AuditRow]) -> int:
                 row.schema_name,
                 row.table_name,
                 row.op,
-                row.old_row,
-                row.new_row,
+                row.image,
                 audit_log_id=row.id,
             )
             for row in rows
