@@ -233,37 +233,37 @@ def test_refuses_two_names_sent_to_one_number(conn, make_ratings):
     assert values == [(3,), (3,), (1,)]
 
 
-@pytest.mark.parametrize(
-    ("new_type", "mapping", "message"),
-    [
-        (
-            "integer",
-            {"HIGH": "three", "LOW": 1},
-            "mapping value 'three' for 'HIGH' cannot be stored as integer",
-        ),
-        (
-            "smallint",
-            {"HIGH": 70000, "LOW": 1},
-            "mapping value '70000' for 'HIGH' cannot be stored as smallint",
-        ),
-        ("integer", {"HIGH": None}, "mapping sends 'HIGH' to null"),
-        ("integer", {}, "mapping must not be empty"),
-        ("integer", ["HIGH", 3], "mapping must be a JSON object"),
-    ],
-)
-def test_refuses_a_mapping_the_target_type_cannot_hold(
-    conn, make_ratings, new_type, mapping, message
-):
+BAD_MAPPINGS = [
+    (
+        "integer",
+        {"HIGH": "three", "LOW": 1},
+        "mapping value 'three' for 'HIGH' cannot be stored as integer",
+    ),
+    (
+        "smallint",
+        {"HIGH": 70000, "LOW": 1},
+        "mapping value '70000' for 'HIGH' cannot be stored as smallint",
+    ),
+    ("integer", {"HIGH": None}, "mapping sends 'HIGH' to null"),
+    ("integer", {}, "mapping must not be empty"),
+    ("integer", ["HIGH", 3], "mapping must be a JSON object"),
+]
+
+
+def test_refuses_a_mapping_the_target_type_cannot_hold(conn, make_ratings):
     """A new value the target type cannot hold, or a malformed mapping, is refused."""
     make_ratings(["HIGH", "LOW"])
 
-    error = refused(
-        conn,
-        "rating",
-        errors.InvalidParameterValue,
-        lambda: convert(conn, "rating", "rating", new_type, json.dumps(mapping)),
-    )
-    assert message in str(error)
+    for new_type, mapping, message in BAD_MAPPINGS:
+        error = refused(
+            conn,
+            "rating",
+            errors.InvalidParameterValue,
+            lambda new_type=new_type, mapping=mapping: convert(
+                conn, "rating", "rating", new_type, json.dumps(mapping)
+            ),
+        )
+        assert message in str(error)
 
 
 def test_refuses_a_missing_table_column_or_type(conn, make_ratings):
