@@ -520,7 +520,10 @@ comment on function type_change_online_pending() is
 'trigger and function keeping them in step.';
 
 
--- The pending change of one column, or a clear error.
+-- The pending change of one column, or a clear error. (Dropped first: an earlier
+-- version had other parameter names, which create or replace cannot change.)
+drop function if exists type_change_online_find(regclass, name);
+
 create or replace function type_change_online_find(p_table regclass, p_column name)
 returns table (table_name regclass, column_name name, new_column name,
                trigger_name name, sync_function regproc)
@@ -712,6 +715,9 @@ Then: fill the new column in batches (pgzen backfill type-change, or
 type_change_online_backfill), and call type_change_online_finish for the short swap.
 Same mapping rules as change_column_type. docs/type-changes.md.$$;
 
+
+-- Dropped first: an earlier version returned fewer columns.
+drop function if exists type_change_online_backfill(regclass, name, text, integer);
 
 create or replace function type_change_online_backfill(
     table_name regclass,
