@@ -46,10 +46,7 @@ def type_change_backfill(
 
 
 @app.periodic(cron="*/10 * * * *")
-@app.task(
-    name="pyapp.defects.type_change_backfill_watchdog",
-    queueing_lock="type-change-watchdog",
-)
+@app.task(name="pyapp.defects.type_change_backfill_watchdog")
 def type_change_backfill_watchdog(timestamp: int) -> None:
     """Resume, from its last cursor, a chain whose last job failed or was aborted."""
     for change in type_change.pending():
