@@ -52,23 +52,21 @@ def type_change_backfill_watchdog(timestamp: int) -> None:
     for change in type_change.pending():
         with connection.cursor() as cursor:
             cursor.execute(
-                "select status, args from procrastinate_jobs"
+                "select status, args ->> 'after', (args ->> 'batch_size')::integer"
+                "  from procrastinate_jobs"
                 " where queueing_lock = %s order by id desc limit 1",
                 [change.lock],
             )
             row = cursor.fetchone()
         if row is None or row[0] not in ("failed", "aborted"):
             continue
-        args = row[1]
+        status, after, batch_size = row
         if type_change.defer_chain(
-            type_change_backfill,
-            change,
-            after=args.get("after"),
-            batch_size=int(args["batch_size"]),
+            type_change_backfill, change, after=after, batch_size=batch_size
         ):
             logger.warning(
                 "resumed type change backfill %s after a %s batch",
                 change.lock,
-                row[0],
+                status,
                 extra={"action": "type_change_backfill_resumed", "chain": change.lock},
             )
