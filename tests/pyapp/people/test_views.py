@@ -8,7 +8,6 @@ user lookups and anything middleware adds to every request.
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from django.test import Client
@@ -177,15 +176,16 @@ def test_tampered_posts_are_form_errors_not_crashes(signed_in, make_person, tamp
     assert Person.objects.get().name == "Ada Lovelace"
 
 
-def test_forged_total_forms_costs_milliseconds(signed_in, make_person):
-    """A huge forged TOTAL_FORMS is a quick form error."""
+def test_forged_total_forms_is_a_form_error(signed_in, make_person):
+    """A huge forged TOTAL_FORMS is a form error on the page, not a crash.
+
+    (Its cost is bounded by absolute_max; test_forms times the form itself.)
+    """
     person = make_person(addresses=1)
     data = form_data(person, **{f"{ADDRESSES_PREFIX}-TOTAL_FORMS": "1000000000"})
 
-    start = time.perf_counter()
     response = signed_in.post(f"/people/{person.pk}/", data)
 
-    assert time.perf_counter() - start < 1.0
     assert response.status_code == 200
     assert f"at most {ADDRESS_MAX} addresses".encode() in response.content
 
