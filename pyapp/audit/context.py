@@ -15,6 +15,11 @@ can never outlive the work it describes. Outside one (Django's autocommit, where
 statement is its own transaction) it is set on the session. Either way the previous
 value is restored when the block ends.
 
+WARNING: outside a transaction the value is set on the session; behind a pooler in
+transaction mode it could be seen by another client's transaction.
+TODO: set it per transaction from the middleware (an execute wrapper prefixing each
+autocommit statement) if a transaction-mode pooler is ever deployed.
+
 WARNING: the setting is a claim made by the client; any role that can change audited
 tables can set it. ``audit_log.db_role`` records the role that really ran the
 statement.
