@@ -15,6 +15,9 @@
 --
 -- Every identifier reaches dynamic SQL through regclass, regtype, format('%I') or
 -- format_type(); every value through format('%L') or a bound parameter.
+--
+-- TODO: accept a type modifier (varchar(3), numeric(5,2)); regtype drops it, and
+-- parsing one safely needs to_regtypemod, which only PostgreSQL 17+ has.
 
 
 -- The ELSE of every generated CASE: a value the checks did not expect raises instead of
@@ -746,6 +749,7 @@ begin
       from pg_index as i
       join pg_attribute as a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
      where i.indrelid = table_name and i.indisprimary and i.indnkeyatts = 1;
+    -- TODO: composite keys need a row-value cursor; no pgzen table has one yet.
     if v_key is null then
         raise exception 'table % needs a single-column primary key for the backfill',
             table_name using errcode = 'object_not_in_prerequisite_state';
