@@ -427,12 +427,16 @@ class PersonForm(forms.ModelForm):
         self.fields["date_of_birth"].widget.attrs["max"] = (
             timezone.localdate().isoformat()
         )
+        # Callables, so the id is taken (and the version computed) only when an
+        # unbound form is rendered; a bound form carries its own.
         if self.instance._state.adding:
             del self.fields["version"]
-            self.initial["key"] = new_person_key
+            if not self.is_bound:
+                self.initial["key"] = new_person_key
         else:
             del self.fields["key"]
-            self.initial["version"] = lambda: self.loaded_version
+            if not self.is_bound:
+                self.initial["version"] = lambda: self.loaded_version
 
     # --- the formset -----------------------------------------------------------
 

@@ -97,6 +97,15 @@ def test_create_fix_edit_and_remove_addresses_in_a_browser(page, live_server):
     )
     assert page.get_by_role("button", name="Remove address 2").count() == 1
 
+    # A third row, added and taken away again: the count goes back, focus returns.
+    page.get_by_role("button", name="Add another address").click()
+    page.get_by_role("button", name="Remove address 3").click()
+    assert page.locator("#id_addresses-TOTAL_FORMS").input_value() == "2"
+    assert page.locator("#address-2").count() == 0
+    assert page.evaluate("document.activeElement.textContent") == (
+        "Add another address"
+    )
+
     # Invalid: the summary is focused and names the field; nothing is saved.
     page.get_by_role("button", name="Save").click()
     page.wait_for_selector("#error-summary")
