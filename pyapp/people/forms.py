@@ -63,6 +63,8 @@ ADDRESSES_PREFIX = "addresses"
 ADD_ADDRESS = "add_address"
 EARLIEST_DATE_OF_BIRTH = date(1850, 1, 1)
 KEY_SALT = "pyapp.people.forms.PersonForm.key"
+# Hit by a second submit of one create form: its key is the person's id.
+PERSON_PKEY = "person_pkey"
 
 # Constraint name (migrations/0001_people.sql) -> (field, message, error code). A
 # field of None puts the message on the row or the person as a whole.
@@ -357,7 +359,8 @@ class BaseAddressFormSet(BaseInlineFormSet):
         fields = [name for name in form.changed_data if name in form._meta.fields]
         # update_fields: only what changed, and an error (not a silent INSERT of a
         # fresh row) if the row was deleted meanwhile.
-        address.save(update_fields=fields)
+        if fields:
+            address.save(update_fields=fields)
         return address
 
     def delete_existing(self, obj: Address, commit: bool = True) -> None:
@@ -595,7 +598,7 @@ class PersonForm(forms.ModelForm):
     def _add_save_error(self, exc: DatabaseError, creating: bool) -> None:
         name = constraint_name(exc)
         row = self.addresses.saving_form
-        if creating and name == Person._meta.db_table + "_pkey":
+        if creating and name == PERSON_PKEY:
             self.already_saved_pk = self.cleaned_data["key"]
             self.add_error(
                 None,
