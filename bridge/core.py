@@ -13,7 +13,7 @@ passed in, so every rule below is tested without a socket or a clock:
 - a retained MQTT value (delivered because of a subscription) is never a command: when
   it disagrees with the device, the device's state is republished;
 - the bridge's own publishes are not commands (MQTT 5 ``noLocal`` on the subscription,
-  or with MQTT 3.1.1 a short ledger of what it published);
+  or with MQTT 3.1.1 a ledger of the echoes still to come back, see `BridgeCore`);
 - a lost link is retried after a backoff that starts at ``reconnect_min`` and doubles up
   to ``reconnect_max``.
 """
@@ -41,8 +41,9 @@ ONLINE = b"online"
 OFFLINE = b"offline"
 
 # How long an MQTT 3.1.1 echo of our own publish is waited for before it is forgotten.
-# TODO: the ledger matches payloads, not message ids, so a lost echo can swallow one
-# identical command within the window; MQTT 5 (noLocal) has no such gap.
+# Echoes are never lost while the connection lasts (see BridgeCore), so this only
+# bounds the damage of a broker that drops one; a late echo is harmless (it equals the
+# device's state) unless the device changed within the window.
 ECHO_WINDOW = 5.0
 
 
@@ -648,6 +649,25 @@ class BridgeCore:
 
     Every method takes the current monotonic time and returns the effects to carry out,
     in order.
+
+    With MQTT 3.1.1 (``echo_guard``) the broker hands the bridge its own publishes back,
+    live, indistinguishable from a user's write. The core keeps, per command topic, the
+    payloads it published whose echo has not come back yet, in order. The ledger is
+    exact because no echo is ever lost: a publish is recorded only once the topic's
+    subscription was requested on the current connection (and the subscription goes out
+    before any publish, so the broker, which handles one client's packets in order,
+    delivers it), and the ledger is forgotten whenever the connection is. A live message
+    is then handled thus:
+
+    - it consumes the earliest entry with the same payload and is ignored: it is that
+      echo, or a user's write that overtook it, in which case the echo itself arrives
+      later without an entry and is applied in its place, so the device still ends in
+      the commanded state (a press within that round trip then loses to the command;
+      without message identities MQTT 3.1.1 cannot tell the two apart);
+    - else, if it equals what the bridge last published, the device has that state
+      and no command for the outlet is waiting or in flight, it is ignored: applying it
+      would change nothing (this also absorbs an echo later than ``ECHO_WINDOW``);
+    - else it is a command.
     """
 
     def __init__(
@@ -673,7 +693,10 @@ class BridgeCore:
         self.mqtt_up = False
         self._routes: dict[str, tuple[DeviceSession, int]] = {}
         self._device_topics: dict[str, tuple[str, ...]] = {}
+        # MQTT 3.1.1 only: per topic, our publishes whose echo is still to come, and
+        # the topics whose subscription was requested on the current connection.
         self._echoes: dict[str, deque[tuple[bytes, float]]] = {}
+        self._subscribed: set[str] = set()
         self._out: list[Effect] = []
         # Deadlines: a heap of (time, order, key) with lazy deletion; _due holds each
         # session's current deadline, and an entry that disagrees with it is stale.
@@ -724,9 +747,15 @@ class BridgeCore:
     # MQTT.
 
     def mqtt_connected(self, now: float) -> list[Effect]:
-        """Publish availability and every known state, then subscribe."""
+        """Subscribe, then publish availability and every known state."""
         self.mqtt_up = True
         self._echoes.clear()
+        self._subscribed.clear()
+
+        # Subscribing first makes the broker hand back every state publish below (the
+        # echo guard counts on it); what it delivers first is the value retained before.
+        if self._routes:
+            self._subscribe(tuple(self._routes))
         self._publish(self.topics.bridge_availability, ONLINE, now)
         for session in self.sessions.values():
             session.published.clear()
@@ -736,12 +765,13 @@ class BridgeCore:
             self._publish(topic, ONLINE if session.ready else OFFLINE, now)
             if session.ready and session.fresh:
                 self._publish_states(session, dict(session.switch), True, now)
-        if self._routes:
-            self._out.append(Subscribe(tuple(self._routes)))
         return self._drain()
 
     def mqtt_disconnected(self, now: float) -> list[Effect]:
+        # The session is clean: echoes still due and subscriptions die with it.
         self.mqtt_up = False
+        self._echoes.clear()
+        self._subscribed.clear()
         return []
 
     def mqtt_message(
@@ -777,6 +807,14 @@ class BridgeCore:
                 )
                 self._republish(session, outlet, now)
             return self._drain()
+
+        if self.echo_guard and self._changes_nothing(session, outlet, payload):
+            session.log.debug(
+                "%s on %r is the state already; ignoring it",
+                _describe(outlet, on),
+                topic,
+            )
+            return []
 
         return self._run(session.spec.key, now, lambda s: s.command(outlet, on, now))
 
@@ -890,6 +928,9 @@ class BridgeCore:
         for topic in old:
             self._routes.pop(topic, None)
         gone = tuple(t for t in old if t not in topics)
+        for topic in gone:
+            self._subscribed.discard(topic)
+            self._echoes.pop(topic, None)
         if gone and self.mqtt_up:
             self._out.append(Unsubscribe(gone))
 
@@ -907,7 +948,11 @@ class BridgeCore:
             fresh.append(topic)
         self._device_topics[key] = topics
         if fresh and self.mqtt_up:
-            self._out.append(Subscribe(tuple(fresh)))
+            self._subscribe(tuple(fresh))
+
+    def _subscribe(self, topics: tuple[str, ...]) -> None:
+        self._subscribed.update(topics)
+        self._out.append(Subscribe(topics))
 
     def _republish(self, session: DeviceSession, outlet: int, now: float) -> None:
         known = session.known(outlet)
@@ -935,22 +980,42 @@ class BridgeCore:
     def _publish(self, topic: str, payload: bytes, now: float) -> bool:
         if not self.mqtt_up:
             return False
-        if self.echo_guard and topic in self._routes:
+        # Only a subscribed topic echoes; recording any other publish would leave an
+        # entry no echo ever consumes, waiting to swallow a user's identical command.
+        if self.echo_guard and topic in self._subscribed:
             self._echoes.setdefault(topic, deque()).append((payload, now))
         self._out.append(Publish(topic, payload, retain=True))
         return True
 
     def _is_echo(self, topic: str, payload: bytes, now: float) -> bool:
-        """Consume an expected echo of our own publish (MQTT 3.1.1 only)."""
+        """Consume the earliest expected echo equal to ``payload`` (MQTT 3.1.1 only)."""
         ledger = self._echoes.get(topic)
         if not ledger:
             return False
         while ledger and now - ledger[0][1] > ECHO_WINDOW:
             ledger.popleft()
-        if ledger and ledger[0][0] == payload:
-            ledger.popleft()
-            return True
+
+        # Not only the head: should an echo ever be lost, the entries behind it still
+        # match, and only the lost payload waits out the window.
+        for index, (expected, _) in enumerate(ledger):
+            if expected == payload:
+                del ledger[index]
+                return True
         return False
+
+    def _changes_nothing(
+        self, session: DeviceSession, outlet: int, payload: bytes
+    ) -> bool:
+        """Tell whether a live message would leave the device and the broker as is."""
+        known = session.known(outlet)
+        flight = session.in_flight
+        return (
+            known is not None
+            and session.published.get(outlet) == known
+            and payload == protocol.format_switch_state(known)
+            and outlet not in session.pending
+            and (flight is None or flight.outlet != outlet)
+        )
 
     def _drain(self) -> list[Effect]:
         out, self._out = self._out, []

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
 from bridge import protocol
 from bridge.core import (
+    ECHO_WINDOW,
     BridgeCore,
     CloseLink,
     Connect,
@@ -22,6 +25,7 @@ from bridge.core import (
     Subscribe,
     Timing,
     TopicScheme,
+    Unsubscribe,
     effects_of_kind,
 )
 
@@ -148,18 +152,18 @@ def test_topic_template_is_configurable() -> None:
 
 
 def test_broker_connection_subscribes_and_publishes_bridge_online() -> None:
-    """On connecting to the broker the bridge announces itself and subscribes."""
+    """On connecting to the broker the bridge subscribes, then announces itself."""
     core = make_core()
     bring_online(core)
 
     effects = core.mqtt_connected(1.0)
 
+    assert effects[0] == Subscribe((TOPIC,))
     assert published(effects) == [
         ("pgzen-bridge/availability", b"online"),
         (AVAILABILITY, b"online"),
         (TOPIC, b"1"),
     ]
-    assert effects[-1] == Subscribe((TOPIC,))
 
 
 def test_configured_device_id_subscribes_before_the_device_answers() -> None:
@@ -631,3 +635,286 @@ def test_next_deadline_is_the_earliest_of_all_devices() -> None:
     assert core.next_deadline() == pytest.approx(1.5)
     assert core.tick(1.5) == [Connect("b")]
     assert core.next_deadline() == pytest.approx(5.2)  # c's handshake timeout
+
+
+# MQTT 3.1.1 echoes, against a model of the broker.
+
+
+class Broker311:
+    """An MQTT 3.1.1 broker as the bridge sees it: a clean session, no ``noLocal``.
+
+    It handles the bridge's packets in order. What it delivers to the bridge waits in
+    ``queue`` until the test hands it over, so that any interleaving can be staged.
+    """
+
+    def __init__(self) -> None:
+        self.retained: dict[str, bytes] = {}
+        self.subscribed: set[str] = set()
+        self.queue: deque[tuple[str, bytes, bool]] = deque()
+
+    def receive(self, effects: Iterable[Effect]) -> None:
+        """Handle the bridge's subscriptions and publishes."""
+        for effect in effects:
+            if isinstance(effect, Subscribe):
+                for topic in effect.topics:
+                    self.subscribed.add(topic)
+                    if topic in self.retained:
+                        self.queue.append((topic, self.retained[topic], True))
+            elif isinstance(effect, Unsubscribe):
+                self.subscribed.difference_update(effect.topics)
+            elif isinstance(effect, Publish):
+                self.publish(effect.topic, effect.payload, retain=effect.retain)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = True) -> None:
+        """Take a publish from anyone; subscribers get it live, retain flag clear."""
+        if retain:
+            self.retained[topic] = payload
+        if topic in self.subscribed:
+            self.queue.append((topic, payload, False))
+
+    def drop_connection(self) -> None:
+        """Forget the bridge's session: its subscriptions and undelivered messages."""
+        self.subscribed.clear()
+        self.queue.clear()
+
+
+class Rig:
+    """A core with the echo guard, a single-outlet lamp and a 3.1.1 broker.
+
+    The lamp acknowledges every command at once unless ``auto_ack`` is off; each call
+    advances the clock by 10 ms.
+    """
+
+    def __init__(self, *, on: bool = False, broker_first: bool = True) -> None:
+        self.core = make_core(echo_guard=True)
+        self.broker = Broker311()
+        self.now = 0.0
+        self.on = on
+        self.commands: list[bool] = []
+        self.auto_ack = True
+        self._unacked: list[tuple[str, bool]] = []
+
+        if broker_first:
+            self.connect()
+        self._apply(bring_online(self.core, now=self.now, state={0: on}))
+        if not broker_first:
+            self.connect()
+
+    def tick(self, seconds: float = 0.01) -> float:
+        self.now += seconds
+        return self.now
+
+    def connect(self) -> None:
+        self._apply(self.core.mqtt_connected(self.tick()))
+
+    def disconnect(self) -> None:
+        self.broker.drop_connection()
+        self._apply(self.core.mqtt_disconnected(self.tick()))
+
+    def press(self) -> None:
+        """Toggle the lamp by hand; it pushes its new state to the bridge."""
+        self.on = not self.on
+        push = protocol.state_push(
+            deviceid=DEVICEID, apikey="", outlets={0: self.on}, single=True
+        )
+        self._apply(self.core.link_text("a", push, self.tick()))
+
+    def user(self, payload: bytes) -> None:
+        """A HomeKit bridge's write: retained, on the state topic."""
+        self.broker.publish(TOPIC, payload)
+
+    def deliver(self, count: int | None = None) -> None:
+        """Hand the bridge ``count`` queued messages, or all, including new ones."""
+        queue = self.broker.queue
+        while queue and (count is None or count > 0):
+            topic, payload, retained = queue.popleft()
+            self._apply(self.core.mqtt_message(topic, payload, retained, self.tick()))
+            if count is not None:
+                count -= 1
+
+    def ack(self) -> None:
+        """Acknowledge the oldest command the lamp has not answered yet."""
+        sequence, on = self._unacked.pop(0)
+        self.on = on
+        reply = protocol.reply(sequence=sequence)
+        self._apply(self.core.link_text("a", reply, self.tick()))
+
+    def _apply(self, effects: list[Effect]) -> None:
+        self.broker.receive(effects)
+        for command in sent(effects):
+            if command.get("action") != "update":
+                continue
+            on = command["params"]["switch"] == "on"
+            self.commands.append(on)
+            self._unacked.append((command["sequence"], on))
+        while self.auto_ack and self._unacked:
+            self.ack()
+
+
+def test_first_state_echo_after_connecting_comes_back_live() -> None:
+    """With a device online before the broker, its state's echo is not lost."""
+    rig = Rig(on=False, broker_first=False)
+
+    rig.deliver()
+    for _ in range(5):
+        rig.press()
+    rig.deliver()
+    rig.user(b"0")
+    rig.deliver()
+
+    assert rig.commands == [False]
+    assert rig.on is False
+    assert rig.broker.retained[TOPIC] == b"0"
+
+
+def test_connecting_records_no_echo_the_broker_will_not_send() -> None:
+    """Publishes made before subscribing leave nothing to swallow a command with."""
+    rig = Rig(on=True, broker_first=False)
+    rig.deliver()
+    rig.press()
+    rig.deliver()
+
+    rig.user(b"1")
+    rig.deliver()
+
+    assert rig.commands == [True]
+    assert rig.on is True
+
+
+@pytest.mark.parametrize("payload", [b"0", b"1"])
+@pytest.mark.parametrize("presses_before", range(6))
+@pytest.mark.parametrize("delivered_before", [0, 2, None])
+def test_command_among_pending_echoes_is_applied(
+    payload: bytes, presses_before: int, delivered_before: int | None
+) -> None:
+    """A user's write interleaved with echoes of presses switches the lamp, once."""
+    rig = Rig(on=False)
+    rig.deliver()
+
+    for _ in range(presses_before):
+        rig.press()
+    rig.deliver(delivered_before)
+    rig.user(payload)
+    for _ in range(5 - presses_before):
+        rig.press()
+    rig.deliver()
+
+    wanted = payload == b"1"
+    assert rig.on is wanted
+    assert set(rig.commands) <= {wanted}
+    assert rig.broker.retained[TOPIC] == payload
+    assert rig.broker.queue == deque()
+
+
+def test_same_payload_as_a_pending_echo_is_applied_when_it_overtakes_it() -> None:
+    """A write overtaking our identical echo is taken as it; the echo then commands."""
+    rig = Rig(on=False)
+    rig.deliver()
+    rig.press()  # on; its echo waits at the broker
+    rig.press()  # off
+    rig.broker.queue.appendleft((TOPIC, b"1", False))  # a write that came first
+
+    rig.deliver()
+
+    assert rig.commands == [True]
+    assert rig.on is True
+    assert rig.broker.retained[TOPIC] == b"1"
+
+
+def test_commands_while_one_is_in_flight_end_in_the_last_state() -> None:
+    """A write back to the current state is not mistaken for a no-op mid-command."""
+    rig = Rig(on=False)
+    rig.deliver()
+    rig.auto_ack = False
+
+    rig.user(b"1")
+    rig.deliver()
+    rig.user(b"0")
+    rig.deliver()
+    rig.auto_ack = True
+    rig.ack()
+    rig.deliver()
+
+    assert rig.commands == [True, False]
+    assert rig.on is False
+    assert rig.broker.retained[TOPIC] == b"0"
+
+
+def test_press_between_command_and_its_echo_is_kept() -> None:
+    """A press after an acknowledged command is not undone by the command's echo."""
+    rig = Rig(on=False)
+    rig.deliver()
+
+    rig.user(b"1")
+    rig.deliver(1)  # the command; its echo is still queued
+    rig.press()
+    rig.deliver()
+
+    assert rig.commands == [True]
+    assert rig.on is False
+    assert rig.broker.retained[TOPIC] == b"0"
+
+
+def test_redundant_write_switches_nothing_and_publishes_nothing() -> None:
+    """A write equal to the published and actual state is ignored."""
+    rig = Rig(on=True)
+    rig.deliver()
+
+    before = len(rig.broker.queue)
+    rig.user(b"1")
+    rig.deliver()
+
+    assert rig.commands == []
+    assert len(rig.broker.queue) == before == 0
+
+
+def test_late_echo_of_the_current_state_switches_nothing() -> None:
+    """An echo arriving after the window, the state unchanged, is harmless."""
+    rig = Rig(on=False)
+    rig.deliver()
+    rig.press()
+    rig.tick(ECHO_WINDOW + 1.0)
+
+    rig.deliver()
+
+    assert rig.commands == []
+    assert rig.on is True
+    assert rig.broker.queue == deque()
+
+
+def test_stale_retained_value_on_resubscribe_never_switches() -> None:
+    """A write retained while the bridge was away is replaced; commands still work."""
+    rig = Rig(on=False)
+    rig.deliver()
+    rig.disconnect()
+    rig.user(b"1")  # retained while nobody was subscribed
+
+    rig.connect()
+    rig.deliver()
+
+    assert rig.commands == []
+    assert rig.on is False
+    assert rig.broker.retained[TOPIC] == b"0"
+
+    rig.user(b"1")
+    rig.deliver()
+
+    assert rig.commands == [True]
+    assert rig.on is True
+
+
+def test_echoes_lost_with_the_connection_swallow_nothing() -> None:
+    """Echoes that died with a broker connection are not waited for after it."""
+    rig = Rig(on=False)
+    rig.deliver()
+    rig.press()  # on; published, but the connection drops before the echo
+    rig.disconnect()
+    rig.press()  # off, while the broker is away
+    rig.connect()
+    rig.deliver()
+
+    rig.user(b"1")
+    rig.deliver()
+
+    assert rig.commands == [True]
+    assert rig.on is True
