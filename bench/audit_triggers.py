@@ -13,7 +13,10 @@ shaped like pgbench_accounts (id, balance, an 84-character filler):
 - ``bench_plain``: not audited (the baseline),
 - ``bench_audited``: ``audit_table()``, the statement-level triggers pgzen uses,
 - ``bench_rowtrig``: a straightforward row-level trigger writing the same audit row
-  (jsonb images and changed columns), for reference.
+  (jsonb images and changed columns), for reference,
+- ``bench_floor``: a statement-level trigger with transition tables that writes one
+  constant, image-less audit row per statement: the least any trigger that records
+  a statement in audit_log can cost, for reference.
 
 Each is driven by pgbench with single-row UPDATEs, then with UPDATEs of 1,000 rows a
 statement, under default settings and with ``synchronous_commit`` off, the runs of the
@@ -41,7 +44,7 @@ from bench.audit_reprs import server  # noqa: E402
 from db.config import DatabaseTarget  # noqa: E402
 
 DBNAME = "audit_trigger_bench"
-TABLES = ("bench_plain", "bench_audited", "bench_rowtrig")
+TABLES = ("bench_plain", "bench_audited", "bench_rowtrig", "bench_floor")
 
 ROW_TRIGGER = """
 create function bench_row_audit()
@@ -65,6 +68,20 @@ end
 $$;
 create trigger bench_row_audit after update on bench_rowtrig
     for each row execute function bench_row_audit();
+
+create function bench_floor_audit()
+    returns trigger
+    language plpgsql
+as $$
+begin
+    insert into audit_log (schema_name, table_name, op, txid, actor)
+    values ('public', 'bench_floor', 'truncate', 0, '');
+    return null;
+end
+$$;
+create trigger bench_floor_audit after update on bench_floor
+    referencing old table as audit_old new table as audit_new
+    for each statement execute function bench_floor_audit();
 """
 
 SCRIPTS = {
