@@ -20,15 +20,24 @@ def conn(db: None) -> psycopg.Connection[Any]:
     fail run in ``conn.transaction()`` (a savepoint).
     """
     connection.ensure_connection()
-    return connection.connection
+    raw = connection.connection
+    # Other tests may have committed audit rows: only this test's count.
+    (_seen["before"],) = raw.execute(
+        "select coalesce(max(id), 0) from audit_log"
+    ).fetchone()
+    return raw
+
+
+_seen = {"before": 0}
 
 
 def audit_rows(conn: psycopg.Connection[Any], table: str | None = None) -> list[dict]:
+    """Return this test's audit rows (of ``table``), oldest first."""
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
         cursor.execute(
-            "select * from audit_log where %(t)s::text is null or table_name = %(t)s"
-            " order by id",
-            {"t": table},
+            "select * from audit_log where id > %(before)s"
+            " and (%(t)s::text is null or table_name = %(t)s) order by id",
+            {"t": table, "before": _seen["before"]},
         )
         rows = cursor.fetchall()
     # Django's connection hands jsonb over as text.

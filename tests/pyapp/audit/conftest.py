@@ -15,14 +15,20 @@ from pyapp.people.models import Address, Person
 
 @pytest.fixture
 def committed(transactional_db: Any) -> Iterator[None]:
-    """Really commit (the chain reads only finished transactions); clean up after.
+    """Really commit (the chain reads only finished transactions); start and end empty.
 
-    pytest-django's flush skips unmanaged tables (Procrastinate's too), so they are
-    emptied here; the owner may prune the audit log.
+    pytest-django's flush skips unmanaged tables (Procrastinate's too), and other
+    tests' commits may have left rows in them, so they are emptied before and after;
+    the owner may prune the audit log.
     """
+    _empty_audited_tables()
     yield
+    _empty_audited_tables()
+
+
+def _empty_audited_tables() -> None:
     with connection.cursor() as cursor:
-        cursor.execute("truncate person, address")
+        cursor.execute("truncate person, address cascade")
         cursor.execute("delete from audit_log")
         cursor.execute("delete from procrastinate_jobs")
         cursor.execute("delete from procrastinate_workers")

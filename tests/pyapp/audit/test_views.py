@@ -28,6 +28,7 @@ def represent_all() -> None:
         cursor.execute(
             "insert into instance_repr (audit_log_id, audit_txid, repr)"
             " select id, txid, 'repr of ' || id from audit_log"
+            " on conflict do nothing"
         )
 
 
