@@ -15,7 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import connection, transaction
 from procrastinate import exceptions as procrastinate_exceptions
+from procrastinate.contrib.django.django_connector import DjangoConnector
+from procrastinate.jobs import JobDeferrer
+from procrastinate.manager import JobManager
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +27,23 @@ logger = logging.getLogger(__name__)
 def defer_successor(task: Any, *, lock: str, **kwargs: Any) -> bool:
     """Defer ``task(**kwargs)`` under queueing lock ``lock``.
 
+    Inside a ``transaction.atomic()`` block the job is written on Django's own
+    connection, in a savepoint of that transaction: it commits with the batch or not
+    at all, whatever connector the app uses (a worker's is a separate pool). Outside
+    one it is deferred through the app's connector.
+
     Return False (and log it) when a job of the chain is already queued: a second
-    chain is never started.
+    chain is never started, and the batch's transaction stays usable.
     """
+    deferrer = task.configure(queueing_lock=lock)
+    if connection.in_atomic_block:
+        deferrer = JobDeferrer(job_manager=_django_job_manager(), job=deferrer.job)
     try:
-        task.configure(queueing_lock=lock).defer(**kwargs)
+        if connection.in_atomic_block:
+            with transaction.atomic():  # a savepoint: a lock conflict undoes only it
+                deferrer.defer(**kwargs)
+        else:
+            deferrer.defer(**kwargs)
     except procrastinate_exceptions.AlreadyEnqueued:
         logger.info(
             "chain %s already has a queued job",
@@ -36,6 +52,11 @@ def defer_successor(task: Any, *, lock: str, **kwargs: Any) -> bool:
         )
         return False
     return True
+
+
+def _django_job_manager() -> JobManager:
+    """A job manager writing through Django's connection (the current transaction)."""
+    return JobManager(connector=DjangoConnector())
 
 
 @dataclass
