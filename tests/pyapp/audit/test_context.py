@@ -54,6 +54,7 @@ def test_an_error_inside_the_block_is_not_hidden_by_the_restore():
         cursor.execute("select 1 / 0")
 
 
+@pytest.mark.django_db(transaction=True)
 def test_the_middleware_names_the_signed_in_user(rf, django_user_model):
     """A request's changes name the user; an anonymous request names nobody."""
     user = django_user_model.objects.create_user("grace", password="x" * 12)
@@ -84,3 +85,63 @@ def test_an_audited_task_names_itself():
 
     tidy_people()
     assert last_actor() == f"task:{__name__}.tidy_people"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_middleware_adds_no_query_to_a_request_that_only_reads(
+    rf, django_user_model
+):
+    """A read-only request costs no extra query; a writing one names the user."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    user = django_user_model.objects.create_user("ada", password="x" * 12)
+
+    def reader(request):
+        return HttpResponse(str(Person.objects.count()))
+
+    request = rf.get("/")
+    request.user = user
+    with CaptureQueriesContext(connection) as queries:
+        AuditActorMiddleware(reader)(request)
+    assert len(queries) == 1
+
+    def writer(request):
+        Person.objects.create(name="Made by ada")
+        return HttpResponse(current_actor())
+
+    with CaptureQueriesContext(connection) as queries:
+        assert AuditActorMiddleware(writer)(request).content == b"ada"
+    settings = [q["sql"] for q in queries if "set_config" in q["sql"]]
+    assert len(settings) == 2  # set before the insert, restore at the end
+    assert last_actor() == "ada"
+    assert current_actor() == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_a_transaction_the_actor_is_named_once_and_ends_with_it(
+    rf, django_user_model
+):
+    """Writes in one transaction name the user with one query and leave nothing."""
+    from django.test.utils import CaptureQueriesContext
+
+    user = django_user_model.objects.create_user("lin", password="x" * 12)
+
+    def writer(request):
+        with transaction.atomic():
+            Person.objects.create(name="First")
+            Person.objects.create(name="Second")
+        with transaction.atomic():
+            Person.objects.create(name="Third, another transaction")
+        return HttpResponse("ok")
+
+    request = rf.post("/")
+    request.user = user
+    with CaptureQueriesContext(connection) as queries:
+        AuditActorMiddleware(writer)(request)
+    settings = [q["sql"] for q in queries if "set_config" in q["sql"]]
+    assert len(settings) == 2, "once per transaction, no restore"
+    assert list(
+        AuditLog.objects.order_by("-id").values_list("actor", flat=True)[:3]
+    ) == ["lin", "lin", "lin"]
+    assert current_actor() == ""
