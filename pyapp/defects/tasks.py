@@ -7,6 +7,7 @@ import logging
 from django.db import connection, transaction
 from procrastinate.contrib.django import app
 
+from pyapp.audit.context import audited_task
 from pyapp.core.chains import defer_successor, logged_batch
 from pyapp.defects import type_change
 
@@ -14,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 @app.task(name="pyapp.defects.type_change_backfill")
+@audited_task
 def type_change_backfill(
     table: str, column: str, after: str | None, batch_size: int
 ) -> None:

@@ -310,3 +310,10 @@ def test_admin_shows_people_with_addresses_inline(client, make_person, admin_use
 
     assert response.status_code == 200
     assert b"2 Example Street" in response.content
+
+
+def test_edit_page_links_to_the_persons_history(signed_in, make_person):
+    """The edit page links to the audit history of the person."""
+    person = make_person(addresses=0)
+    html = signed_in.get(f"/people/{person.pk}/").content.decode()
+    assert f'href="/audit/people/{person.pk}/"' in html
