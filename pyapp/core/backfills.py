@@ -82,8 +82,8 @@ class ChainState:
         if self.failed:
             return f"stopped: {self.failed} failed batch(es), restart to resume"
         if self.succeeded:
-            return f"idle ({self.succeeded} batch(es) done)"
-        return "never run"
+            return f"idle ({self.succeeded} batch(es) done recently)"
+        return "idle (no recent batches)"
 
 
 @dataclass(frozen=True)
