@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from db.config import DatabaseTarget, data_dir, parse_database_url  # noqa: E402
+from bench.common import fresh_database, pgzen_env, server  # noqa: E402
+from db.config import DatabaseTarget  # noqa: E402
 
 DBNAME = "audit_bench"
 
@@ -52,39 +52,6 @@ select exists (
     select from audit_log as a
      where not exists (select from instance_repr as r where r.audit_log_id = a.id))
 """
-
-
-def server() -> tuple[DatabaseTarget, Any]:
-    url = os.environ.get("DATABASE_URL", "").strip()
-    if url:
-        return parse_database_url(url).with_dbname("postgres"), None
-    from db.embedded import EmbeddedServer
-
-    embedded = EmbeddedServer(data_dir() / "bench", dbname="postgres")
-    return embedded.start(), embedded
-
-
-def pgzen_env(target: DatabaseTarget) -> dict[str, str]:
-    env = {**os.environ, "DATABASE_URL": target.url}
-    env.setdefault("PGZEN_SECRET_KEY", "bench-only-" + "x" * 50)
-    env["DJANGO_SETTINGS_MODULE"] = "pyapp.settings"
-    env["PGZEN_LOG_LEVEL"] = "WARNING"
-    env.pop("PGZEN_EMBEDDED", None)
-    return env
-
-
-def fresh_database(maintenance: DatabaseTarget) -> DatabaseTarget:
-    with psycopg.connect(maintenance.conninfo(), autocommit=True) as conn:
-        conn.execute(f"drop database if exists {DBNAME} with (force)")
-        conn.execute(f"create database {DBNAME}")
-    target = maintenance.with_dbname(DBNAME)
-    subprocess.run(
-        [sys.executable, "-m", "pyapp", "migrate", "--no-input", "-v", "0"],
-        env=pgzen_env(target),
-        check=True,
-        capture_output=True,
-    )
-    return target
 
 
 def make_audit_rows(target: DatabaseTarget, rows: int) -> float:
@@ -189,7 +156,7 @@ def main() -> None:
 
     maintenance, embedded = server()
     try:
-        target = fresh_database(maintenance)
+        target = fresh_database(maintenance, DBNAME)
         with psycopg.connect(target.conninfo()) as conn:
             version = conn.execute("show server_version").fetchone()[0]
         print(

@@ -21,7 +21,6 @@ and writes a plot of batch time against progress to ``bench/out/``.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -34,8 +33,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from db.config import DatabaseTarget, data_dir, parse_database_url  # noqa: E402
-from db.migrate import migrate  # noqa: E402
+from bench.common import fresh_database, pgzen_env, server  # noqa: E402
+from db.config import DatabaseTarget  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 DBNAME = "shifts_bench"
@@ -78,41 +77,6 @@ insert into shift_annotation ({INSERT_COLUMNS})
  where not exists (select from shift_annotation a where a.shift_id = s.id)
  limit %s
 """
-
-
-def server() -> tuple[DatabaseTarget, Any]:
-    url = os.environ.get("DATABASE_URL", "").strip()
-    if url:
-        return parse_database_url(url).with_dbname("postgres"), None
-    from db.embedded import EmbeddedServer
-
-    embedded = EmbeddedServer(data_dir() / "bench", dbname="postgres")
-    return embedded.start(), embedded
-
-
-def fresh_database(maintenance: DatabaseTarget) -> DatabaseTarget:
-    with psycopg.connect(maintenance.conninfo(), autocommit=True) as conn:
-        conn.execute(f"drop database if exists {DBNAME} with (force)")
-        conn.execute(f"create database {DBNAME}")
-    target = maintenance.with_dbname(DBNAME)
-    result = subprocess.run(
-        [sys.executable, "-m", "pyapp", "migrate", "--no-input", "-v", "0"],
-        env=pgzen_env(target),
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode:
-        migrate(target)  # at least the SQL schema; the worker part will be skipped
-    return target
-
-
-def pgzen_env(target: DatabaseTarget, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "DATABASE_URL": target.url, **extra}
-    env.setdefault("PGZEN_SECRET_KEY", "bench-only-" + "x" * 50)
-    env["DJANGO_SETTINGS_MODULE"] = "pyapp.settings"
-    env["PGZEN_LOG_LEVEL"] = "WARNING"
-    env.pop("PGZEN_EMBEDDED", None)
-    return env
 
 
 def timed(conn: psycopg.Connection[Any], statement: str, params: Any = None) -> float:
@@ -273,7 +237,7 @@ def main() -> None:
 
     maintenance, embedded = server()
     try:
-        target = fresh_database(maintenance)
+        target = fresh_database(maintenance, DBNAME, sql_only_fallback=True)
         with psycopg.connect(target.conninfo(), autocommit=True) as conn:
             version = conn.execute("show server_version").fetchone()[0]
             print(f"PostgreSQL {version}, {args.shifts:,} shifts, batches of {size:,}")
