@@ -7,7 +7,7 @@ Usage::
 
 Runs on ``DATABASE_URL`` when set, else on an embedded PostgreSQL in
 ``<data dir>/bench`` (pgbench from the same wheel); a fresh database
-``audit_trigger_bench`` is created and migrated. Three tables of ``--rows`` rows,
+``audit_trigger_bench`` is created and migrated. Four tables of ``--rows`` rows,
 shaped like pgbench_accounts (id, balance, an 84-character filler):
 
 - ``bench_plain``: not audited (the baseline),
@@ -20,7 +20,7 @@ shaped like pgbench_accounts (id, balance, an 84-character filler):
 
 Each is driven by pgbench with single-row UPDATEs, then with UPDATEs of 1,000 rows a
 statement, under default settings and with ``synchronous_commit`` off, the runs of the
-three tables interleaved round by round. Prints throughput and the ratio to the
+four tables interleaved round by round. Prints throughput and the ratio to the
 baseline of the same round.
 """
 

@@ -126,6 +126,32 @@ def test_a_multi_row_update_pairs_each_old_image_with_its_new_one(conn):
         assert sorted(row["changed_columns"]) == ["id", "name"]
 
 
+def test_an_update_of_over_10000_rows_pairs_images_by_a_join(conn):
+    """Above 10,000 rows the images are joined by position: still paired, linear."""
+    conn.execute(
+        "insert into person (name) select 'q' || g from generate_series(1, 10001) g"
+    )
+    conn.execute("update person set name = name where name = 'q1'")
+    started = time.perf_counter()
+    conn.execute("update person set name = name || '-' || id, id = id + 50000")
+    assert time.perf_counter() - started < 10
+
+    (paired, total) = conn.execute(
+        "select count(*) filter (where (new_row ->> 'id')::int"
+        "                               = (old_row ->> 'id')::int + 50000"
+        "                          and new_row ->> 'name' = (old_row ->> 'name')"
+        "                              || '-' || (old_row ->> 'id')"
+        "                          and row_key = jsonb_build_object('id',"
+        "                                                           new_row -> 'id')"
+        "                          and changed_columns = '{id,name}'),"
+        "       count(*)"
+        "  from audit_log where id > %s and op = 'update' and table_name = 'person'"
+        "   and old_row ->> 'name' <> new_row ->> 'name'",
+        [_seen["before"]],
+    ).fetchone()
+    assert (paired, total) == (10001, 10001)
+
+
 def test_truncate_is_one_statement_level_row_per_table(conn):
     """A truncate is logged once per truncated table, without images."""
     conn.execute("insert into person (name) values ('a'), ('b')")
