@@ -27,7 +27,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PASSWORD = "a-long-test-password"
-TIMEOUT_MS = float(os.environ.get("PGZEN_BROWSER_TIMEOUT_MS", "10000"))
+TIMEOUT_MS = 10000 * float(os.environ.get("PGZEN_TEST_TIMEOUT_FACTOR", "1"))
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -16,7 +16,7 @@ from tests.support.postgres import pgzen_env, run_pgzen
 
 pytestmark = pytest.mark.slow
 
-TIMEOUT = 40 * float(os.environ.get("PGZEN_TEST_TIMEOUT_SCALE", "1"))
+TIMEOUT = 40 * float(os.environ.get("PGZEN_TEST_TIMEOUT_FACTOR", "1"))
 
 
 def start_worker(target: Any) -> subprocess.Popen[bytes]:
