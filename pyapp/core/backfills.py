@@ -159,13 +159,19 @@ def follow(
     out: TextIO | None = None,
     interval: float = 0.5,
     timeout: float | None = None,
+    hint_after: float = 5.0,
 ) -> ChainState:
-    """Show a progress bar until the backfill's chains have no job left."""
+    """Show a progress bar until the backfill's chains have no job left.
+
+    When a job waits longer than ``hint_after`` seconds with none running, say once
+    that a worker seems to be missing.
+    """
     stream = out or sys.stderr
     started = time.monotonic()
     last_done: int | None = None
     last_time = started
     rate: float | None = None
+    hinted = False
     while True:
         progress = backfill.progress()
         state = chain_state(backfill.lock_prefix)
@@ -184,6 +190,16 @@ def follow(
             if stream.isatty():
                 stream.write("\n")
             return state
+        if (
+            not hinted
+            and state.todo
+            and not state.doing
+            and now - started >= hint_after
+        ):
+            hinted = True
+            stream.write(
+                "\nno worker has taken the job yet: is `pgzen worker` running?\n"
+            )
         if timeout is not None and now - started > timeout:
             return state
         time.sleep(interval)
