@@ -18,11 +18,17 @@ import sys
 import threading
 import time
 import uuid
+from typing import Any
 
 import paho.mqtt.client as paho
 import websocket
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
+
+
+def no_delay(client: Any, userdata: Any, sock: Any) -> None:
+    """Set TCP_NODELAY on the client's socket as soon as it opens."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def main() -> int:
@@ -36,9 +42,7 @@ def main() -> int:
     deviceid: list[str] = []
 
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    client.on_socket_open = lambda c, u, sock: sock.setsockopt(  # type: ignore[union-attr]
-        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-    )
+    client.on_socket_open = no_delay
 
     def on_ws_message(ws: websocket.WebSocketApp, text: str) -> None:
         message = json.loads(text)

@@ -225,9 +225,8 @@ def main() -> int:
     try:
         with psycopg.connect(conninfo, autocommit=True) as setup:
             version = setup.execute("show server_version").fetchone()[0]
-            setup.execute(
-                (ROOT / "procedures" / "type_change.sql").read_text()  # type: ignore[arg-type]
-            )
+            procedures = ROOT / "procedures" / "type_change.sql"
+            setup.execute(procedures.read_text().encode())
             loading = time.perf_counter()
             create_table(setup, "defect_in_place", args.rows)
             create_table(setup, "defect_online", args.rows)

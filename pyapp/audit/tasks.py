@@ -41,7 +41,6 @@ from typing import Any
 from django.db import connection
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate.contrib.django import app
-from procrastinate.sql import queries as procrastinate_queries
 
 from pyapp.audit.reprs import no_queries, represent
 from pyapp.core.backfills import (
@@ -50,7 +49,12 @@ from pyapp.core.backfills import (
     chain_state,
     validate_batch_size,
 )
-from pyapp.core.chains import defer_successor, logged_batch
+from pyapp.core.chains import (
+    defer_successor,
+    finish_job,
+    logged_batch,
+    stalled_jobs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -223,20 +227,11 @@ def recover_stalled(stalled_after: float = STALLED_AFTER_SECONDS) -> list[int]:
     loses nothing: the next start resumes from the latest representation.
     """
     with connection.cursor() as cursor:
-        cursor.execute(
-            procrastinate_queries["select_stalled_jobs_by_heartbeat"],
-            {
-                "queue": None,
-                "task_name": build_reprs.name,
-                "seconds_since_heartbeat": stalled_after,
-            },
-        )
-        stalled = [int(row[0]) for row in cursor.fetchall()]
+        stalled = [
+            int(row[0]) for row in stalled_jobs(cursor, build_reprs.name, stalled_after)
+        ]
         for job_id in stalled:
-            cursor.execute(
-                procrastinate_queries["finish_job"],
-                {"job_id": job_id, "status": "aborted", "delete_job": False},
-            )
+            finish_job(cursor, job_id, "aborted")
     if stalled:
         logger.warning(
             "aborted %d stalled reprs job(s) %s",

@@ -20,6 +20,7 @@ from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.jobs import JobDeferrer
 from procrastinate.manager import JobManager
+from procrastinate.sql import queries as procrastinate_queries
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,30 @@ def defer_successor(task: Any, *, lock: str, **kwargs: Any) -> bool:
 def _django_job_manager() -> JobManager:
     """A job manager writing through Django's connection (the current transaction)."""
     return JobManager(connector=DjangoConnector())
+
+
+def stalled_jobs(cursor: Any, task_name: str, stalled_after: float) -> list[Any]:
+    """Return the ``doing`` jobs of ``task_name`` whose worker sent no heartbeat.
+
+    Rows are Procrastinate's job rows (id first, queueing lock sixth).
+    """
+    cursor.execute(
+        procrastinate_queries["select_stalled_jobs_by_heartbeat"],
+        {
+            "queue": None,
+            "task_name": task_name,
+            "seconds_since_heartbeat": stalled_after,
+        },
+    )
+    return list(cursor.fetchall())
+
+
+def finish_job(cursor: Any, job_id: int, status: str) -> None:
+    """Move job ``job_id`` to a final ``status`` (aborted, failed), keeping its row."""
+    cursor.execute(
+        procrastinate_queries["finish_job"],
+        {"job_id": job_id, "status": status, "delete_job": False},
+    )
 
 
 @dataclass

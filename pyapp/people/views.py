@@ -101,7 +101,8 @@ class PersonFormPage:
             # Show what is stored now, not the submitted copy of an older state.
             conflict = form.non_field_errors()
             self.object = self.get_object()  # type: ignore[attr-defined]
-            fresh = self.get_form_class()(instance=self.object)  # type: ignore[attr-defined]
+            form_class = self.get_form_class()  # type: ignore[attr-defined]
+            fresh = form_class(instance=self.object)
             return self.render_to_response(  # type: ignore[attr-defined]
                 self.get_context_data(form=fresh, conflict=conflict)
             )

@@ -43,7 +43,12 @@ from pyapp.core.backfills import (
     chain_state,
     validate_batch_size,
 )
-from pyapp.core.chains import defer_successor, logged_batch
+from pyapp.core.chains import (
+    defer_successor,
+    finish_job,
+    logged_batch,
+    stalled_jobs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -273,15 +278,10 @@ def recover_stalled(stalled_after: float = STALLED_AFTER_SECONDS) -> list[int]:
     """
     resumed: list[int] = []
     with connection.cursor() as cursor:
-        cursor.execute(
-            procrastinate_queries["select_stalled_jobs_by_heartbeat"],
-            {
-                "queue": None,
-                "task_name": annotate_batch.name,
-                "seconds_since_heartbeat": stalled_after,
-            },
-        )
-        stalled = [(int(row[0]), row[5]) for row in cursor.fetchall()]
+        stalled = [
+            (int(row[0]), row[5])
+            for row in stalled_jobs(cursor, annotate_batch.name, stalled_after)
+        ]
         for job_id, lock in stalled:
             cursor.execute(
                 "select exists (select from procrastinate_jobs"
@@ -289,10 +289,7 @@ def recover_stalled(stalled_after: float = STALLED_AFTER_SECONDS) -> list[int]:
                 [lock],
             )
             if cursor.fetchone()[0]:
-                cursor.execute(
-                    procrastinate_queries["finish_job"],
-                    {"job_id": job_id, "status": "failed", "delete_job": False},
-                )
+                finish_job(cursor, job_id, "failed")
                 continue
             cursor.execute(
                 procrastinate_queries["retry_job"],
