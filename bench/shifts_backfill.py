@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import fresh_database, pgzen_env, server  # noqa: E402
 from db.config import DatabaseTarget  # noqa: E402
+from pyapp.shifts.batch import BATCH_STATEMENT  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 DBNAME = "shifts_bench"
@@ -102,8 +103,8 @@ def keyset_chain(conn: psycopg.Connection[Any], size: int) -> tuple[float, list[
     started = time.perf_counter()
     while True:
         t0 = time.perf_counter()
-        examined, _written, last_id = conn.execute(
-            "select * from shift_annotation_backfill_batch(%s, %s)", [cursor, size]
+        examined, _written, last_id, _ = conn.execute(
+            BATCH_STATEMENT, [cursor, size, None, None]
         ).fetchone()
         times.append(time.perf_counter() - t0)
         if examined < size:

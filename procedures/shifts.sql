@@ -259,7 +259,9 @@ comment on trigger shift_annotate_updated on shift is
     'Refreshes annotations when location_id, starts_at or ends_at change.';
 
 
--- One batch. The steps:
+-- One batch, in one of two statements, each a CTE chain ending in INSERT ... RETURNING.
+--
+-- The careful statement (always for a refresh chain, and the fallback):
 --   keys      the next batch_size shift ids after the cursor (the keyset walk:
 --             over the primary key, or over (location_id, id) for one location)
 --   locked    those shifts, locked FOR SHARE: their latest committed values, and
@@ -268,15 +270,26 @@ comment on trigger shift_annotate_updated on shift is
 --   computed  shift_annotation_values over the locked rows
 --   written   INSERT ... ON CONFLICT: a missing row is inserted, a stale one
 --             (older time zone version) updated, a current one left alone
+-- The lock is taken in its own step, after the LIMIT: a shift deleted meanwhile is
+-- dropped from locked, never from keys, so it cannot make a full batch look short.
+--
+-- The optimistic statement (a range chain tries it first): the same steps without
+-- the shift locks and with a plain INSERT. In a range never annotated, the usual
+-- case of a backfill, it does the same work as a single INSERT ... SELECT does per
+-- row; the speculative insertion of ON CONFLICT and the extra row lock cost this
+-- backfill about a fifth more (docs/performance.md). It fails, as a whole and
+-- inside a subtransaction, when any row of the batch already has an annotation
+-- (unique_violation: the trigger wrote it, or an earlier run) or its shift was
+-- deleted meanwhile (foreign_key_violation, from the check that locks the shift
+-- itself); the careful statement then does the batch. A concurrent update of a
+-- shift is safe either way: its trigger's upsert waits for this batch's row, or
+-- this batch's insert meets the trigger's row.
+--
 -- Rows examined (keys) and rows written are counted apart: a chain continues while
 -- examined = batch_size, whatever was written, and the cursor (last_id) always moves
 -- forward, so rows needing no write neither stop the chain nor hold it in place.
--- The lock is taken in its own step, after the LIMIT: a shift deleted meanwhile is
--- dropped from locked, never from keys, so it cannot make a full batch look short.
--- TODO: on a quiet machine a chain of these batches takes 2.1 times a single
--- INSERT ... SELECT of the same rows (issue 5 aims at 1.25): each batch pays the
--- FOR SHARE locks and the ON CONFLICT path that a plain insert does not; narrowing
--- the locks (the foreign-key check already locks each shift) is the next step.
+-- PL/pgSQL rather than SQL so that each statement's plan is cached for the session
+-- (planning the chain costs about 2 ms, a tenth of a batch of 1000).
 create or replace function shift_annotation_backfill_batch(
     after_id bigint,
     batch_size integer,
@@ -285,8 +298,76 @@ create or replace function shift_annotation_backfill_batch(
 )
 returns table (examined integer, written integer, last_id bigint)
 volatile
-language sql
+language plpgsql
 as $$
+declare
+    done boolean := false;
+begin
+    if batch_size is null or batch_size < 1 then
+        raise exception 'batch size must be at least 1, got %',
+            coalesce(batch_size::text, 'null')
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if after_id is null then
+        raise exception 'after_id must not be null (0 starts from the first shift)'
+            using errcode = 'null_value_not_allowed';
+    end if;
+
+    if shift_annotation_backfill_batch.location_id is null then
+        begin
+            with keys as (
+                select s.id, s.location_id, s.starts_at, s.ends_at
+                  from shift s
+                 where s.id > after_id
+                   and s.id <= coalesce(until_id, 9223372036854775807)
+                 order by s.id
+                 limit batch_size
+            ),
+            zones as (
+                select l.id, l.time_zone, l.time_zone_version
+                  from location l
+                 where l.id in (select k.location_id from keys k)
+                 order by l.id
+                   for share
+            ),
+            computed as (
+                select k.id as shift_id, v.*, z.time_zone_version
+                  from keys k
+                  join zones z on z.id = k.location_id
+                 cross join lateral
+                       shift_annotation_values(k.starts_at, k.ends_at, z.time_zone) v
+            ),
+            inserted as (
+                insert into shift_annotation (
+                    shift_id, local_starts_at, local_ends_at, computed_at,
+                    local_date, worked_minutes, time_zone_version, weekday,
+                    pay_class, crosses_midnight)
+                select c.shift_id, c.local_starts_at, c.local_ends_at, now(),
+                       c.local_date, c.worked_minutes, c.time_zone_version,
+                       c.weekday, c.pay_class, c.crosses_midnight
+                  from computed c
+                returning 1
+            ),
+            seen as (
+                select count(*)::integer as n, max(k.id) as last from keys k
+            )
+            select seen.n, (select count(*)::integer from inserted), seen.last
+              into examined, written, last_id
+              from seen;
+            done := true;
+        exception
+            when unique_violation or foreign_key_violation then
+                null;  -- some row is annotated already, or gone: the careful way
+        end;
+        -- Returned only now: a foreign key check fails at the end of the statement,
+        -- after RETURN QUERY would already have added its row to the result.
+        if done then
+            return next;
+            return;
+        end if;
+    end if;
+
+    return query
     with keys as (
         (select s.id
            from shift s
@@ -307,7 +388,7 @@ as $$
     locked as (
         select s.id, s.location_id, s.starts_at, s.ends_at
           from shift s
-         where s.id in (select id from keys)
+         where s.id in (select k.id from keys k)
            for share
     ),
     zones as (
@@ -327,10 +408,10 @@ as $$
         insert into shift_annotation as a (
             shift_id, local_starts_at, local_ends_at, computed_at, local_date,
             worked_minutes, time_zone_version, weekday, pay_class, crosses_midnight)
-        select shift_id, local_starts_at, local_ends_at, now(), local_date,
-               worked_minutes, time_zone_version, weekday, pay_class,
-               crosses_midnight
-          from computed
+        select c.shift_id, c.local_starts_at, c.local_ends_at, now(), c.local_date,
+               c.worked_minutes, c.time_zone_version, c.weekday, c.pay_class,
+               c.crosses_midnight
+          from computed c
             on conflict (shift_id) do update
            set local_starts_at = excluded.local_starts_at,
                local_ends_at = excluded.local_ends_at,
@@ -343,17 +424,24 @@ as $$
                crosses_midnight = excluded.crosses_midnight
          where a.time_zone_version <> excluded.time_zone_version
         returning 1
+    ),
+    seen as (
+        select count(*)::integer as n, max(k.id) as last from keys k
     )
-    select (select count(*) from keys)::integer,
-           (select count(*) from written)::integer,
-           (select max(id) from keys)
+    select seen.n, (select count(*)::integer from written), seen.last
+      from seen;
+end;
 $$;
 
 comment on function shift_annotation_backfill_batch(bigint, integer, bigint, bigint) is
     'Annotate the next batch_size shifts with id > after_id (and <= until_id; only '
     'location_id''s shifts when given): insert missing annotations, update stale '
     'ones. Returns rows examined, rows written and the last id examined (the next '
-    'cursor, null when nothing was left). Continue while examined = batch_size.';
+    'cursor, null when nothing was left). Continue while examined = batch_size. '
+    'A range first tries a plain INSERT and, when a row is annotated already, does '
+    'the batch with locks and ON CONFLICT instead. batch_size below 1 is an error. '
+    'Commit policy is the caller''s: the jobs and shift_annotation_backfill commit '
+    'each batch with synchronous_commit off (derived data, redone after a crash).';
 
 
 create or replace function shift_annotation_mark_current(
@@ -407,6 +495,9 @@ begin
     commit;
 
     loop
+        -- Derived data: a batch lost in a crash is redone by the next CALL, so each
+        -- batch commits without waiting for its WAL flush (this transaction only).
+        perform set_config('synchronous_commit', 'off', true);
         select * into batch
           from shift_annotation_backfill_batch(
                 cursor_id, batch_size, null, shift_annotation_backfill.location_id);

@@ -49,6 +49,7 @@ from pyapp.core.chains import (
     logged_batch,
     stalled_jobs,
 )
+from pyapp.shifts.batch import BATCH_STATEMENT
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +82,8 @@ def run_batch(
 ) -> BatchResult:
     """Annotate the next ``batch_size`` shifts after ``after_id``: one statement."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "select examined, written, last_id"
-            "  from shift_annotation_backfill_batch(%s, %s, %s, %s)",
-            [after_id, batch_size, until_id, location_id],
-        )
-        examined, written, last_id = cursor.fetchone()
+        cursor.execute(BATCH_STATEMENT, [after_id, batch_size, until_id, location_id])
+        examined, written, last_id, _ = cursor.fetchone()
     return BatchResult(int(examined), int(written), last_id)
 
 

@@ -76,9 +76,11 @@ def annotation(conn: psycopg.Connection[Any], shift_id: int) -> dict[str, Any]:
 
 def batch(conn: psycopg.Connection[Any], *args: Any) -> tuple[int, int, int | None]:
     placeholders = ", ".join(["%s"] * len(args))
-    return conn.execute(
+    rows = conn.execute(
         f"select * from shift_annotation_backfill_batch({placeholders})", list(args)
-    ).fetchone()
+    ).fetchall()
+    assert len(rows) == 1, f"a batch returns exactly one row, got {rows}"
+    return rows[0]
 
 
 def backfill(conn: psycopg.Connection[Any], batch_size: int = 7) -> list[tuple]:
@@ -408,6 +410,75 @@ def test_a_batch_racing_the_trigger_writes_no_duplicate_and_keeps_the_fresh_row(
     assert result["batch"] == (5, 4, result["batch"][2])
     assert annotation(pg_conn, shift_id)["worked_minutes"] == 180
     assert len(annotations(pg_conn)) == 5
+
+
+def test_a_batch_racing_a_delete_skips_the_deleted_shift_without_an_error(
+    pg_conn, pg_target
+):
+    """The plain insert's foreign key check meets a deleted shift: the careful
+    statement redoes the batch without it, in the same call."""
+    pg_conn.autocommit = True
+    seed_unannotated(pg_conn, 5)
+    ids = [row[0] for row in pg_conn.execute("select id from shift order by id")]
+
+    with psycopg.connect(pg_target.conninfo()) as other:
+        other.execute("delete from shift where id = %s", [ids[2]])  # not committed
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            with psycopg.connect(pg_target.conninfo(), autocommit=True) as mine:
+                try:
+                    result["batch"] = batch(mine, 0, 10)
+                except psycopg.Error as error:  # reported below, not lost
+                    result["error"] = error
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while (
+            time.monotonic() < deadline
+            and not pg_conn.execute(
+                "select exists (select from pg_stat_activity"
+                " where wait_event_type = 'Lock' and query like '%backfill_batch%')"
+            ).fetchone()[0]
+        ):
+            time.sleep(0.02)
+        waited = time.monotonic() < deadline
+        other.commit()
+        thread.join(10)
+
+    assert waited, "the batch never waited for the deleting transaction"
+    assert "error" not in result, result
+    assert result["batch"] == (4, 4, ids[4])
+    assert [row[0] for row in annotations(pg_conn)] == ids[:2] + ids[3:]
+
+
+def test_a_range_batch_updates_stale_rows_and_leaves_current_ones(conn):
+    """A range meeting annotations (current and stale) takes the ON CONFLICT way."""
+    location = add_location(conn, "Europe/Berlin")
+    days = [f"2026-05-0{day}" for day in range(1, 5)]
+    ids = [
+        add_shift(conn, location, f"{day} 08:00+00", f"{day} 16:00+00") for day in days
+    ]  # annotated by the trigger
+    conn.execute(
+        "update shift_annotation set time_zone_version = 0, worked_minutes = 1"
+        " where shift_id = any(%s)",
+        [ids[1:3]],
+    )  # made stale by hand (a version the location never had)
+
+    assert batch(conn, 0, 10) == (4, 2, ids[3])
+    assert {annotation(conn, i)["worked_minutes"] for i in ids} == {480}
+
+
+def test_the_batch_refuses_a_batch_size_below_one_or_a_null_cursor(conn):
+    """Called directly from psql: a clear error before any work."""
+    seed_unannotated(conn, 3)
+    for size in (0, -1, None):
+        with pytest.raises(errors.InvalidParameterValue, match="at least 1"):
+            batch(conn, 0, size)
+    with pytest.raises(errors.NullValueNotAllowed, match="after_id"):
+        batch(conn, None, 10)
+    assert annotations(conn) == []
 
 
 def test_the_psql_procedure_commits_per_batch_and_reports_progress(conn):
