@@ -7,7 +7,8 @@ Usage::
 
 Runs on ``DATABASE_URL`` when set, else on an embedded PostgreSQL in
 ``<data dir>/bench``; a fresh database ``audit_bench`` is created and migrated, and
-``--rows`` audit rows are made by inserting people (80%) and addresses (20%). Then,
+``--rows`` audit rows are made by inserting people (80%) and addresses (20%), in
+interleaved rounds so that every part of the run has the same mix. Then,
 in this process, as a worker would run them:
 
 - the chain: ``build_reprs`` job after job (read, represent, insert, defer), each
@@ -54,30 +55,39 @@ select exists (
 """
 
 
+#: Audit rows are made in rounds of this many, 80% people then 20% addresses, so
+#: that every tenth of the chain represents the same mix of tables (an address's
+#: str() costs more than a person's; a run of people then addresses would show
+#: that difference as a slope).
+ROUND = 10_000
+
+
 def make_audit_rows(target: DatabaseTarget, rows: int) -> float:
-    """Insert people and addresses, 100,000 a statement; return the seconds taken."""
-    people = rows * 4 // 5
+    """Insert people and addresses in interleaved rounds; return the seconds taken."""
     started = time.perf_counter()
+    people_so_far = 0
     with psycopg.connect(target.conninfo(), autocommit=True) as conn:
-        for start in range(0, people, 100_000):
-            count = min(100_000, people - start)
+        for start in range(0, rows, ROUND):
+            size = min(ROUND, rows - start)
+            people = max(1, size * 4 // 5)
             conn.execute(
                 "insert into person (name, date_of_birth)"
                 " select 'Person ' || g, date '1950-01-01' + (g %% 20000)"
                 "   from generate_series(%s::int, %s::int) g",
-                [start + 1, start + count],
+                [people_so_far + 1, people_so_far + people],
             )
-        addresses = rows - people
-        for start in range(0, addresses, 100_000):
-            count = min(100_000, addresses - start)
-            conn.execute(
-                "insert into address (person_id, street, suburb, postcode, country)"
-                " select (select min(id) from person) + g %% %s, g || ' Main Street',"
-                "        'Springfield', '3000', 'AU'"
-                "   from generate_series(%s::int, %s::int) g",
-                [people, start + 1, start + count],
-            )
+            people_so_far += people
+            if size > people:
+                conn.execute(
+                    "insert into address (person_id, street, suburb, postcode,"
+                    " country)"
+                    " select (select min(id) from person) + g %% %s,"
+                    "        g || ' Main Street', 'Springfield', '3000', 'AU'"
+                    "   from generate_series(%s::int, %s::int) g",
+                    [people_so_far, start + 1, start + size - people],
+                )
         conn.execute("vacuum analyze audit_log")
+        conn.execute("checkpoint")
     return time.perf_counter() - started
 
 
@@ -147,6 +157,13 @@ def tenth(values: list[float], last: bool) -> float:
     return statistics.mean(values[-count:] if last else values[:count])
 
 
+def deciles(values: list[float]) -> str:
+    """Median batch time (ms) of each tenth of the run, in order."""
+    count = max(1, len(values) // 10)
+    parts = [values[i : i + count] for i in range(0, count * 10, count)]
+    return " ".join(f"{statistics.median(p) * 1000:.0f}" for p in parts if p)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -178,6 +195,14 @@ def main() -> None:
             f"  batch mean first 10% {first * 1000:.1f} ms, last 10%"
             f" {last * 1000:.1f} ms, ratio {last / first:.2f}"
             f" (median {statistics.median(durations) * 1000:.1f} ms)"
+        )
+        print(f"  median batch (ms) per tenth of the run: {deciles(durations)}")
+        count = max(1, len(durations) // 10)
+        head = statistics.median(durations[:count])
+        tail = statistics.median(durations[-count:])
+        print(
+            f"  median batch first 10% {head * 1000:.1f} ms, last 10%"
+            f" {tail * 1000:.1f} ms, ratio {tail / head:.2f}"
         )
         full = queries[:-1]
         print(

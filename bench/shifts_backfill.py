@@ -9,8 +9,11 @@ Runs on ``DATABASE_URL`` when set, else on an embedded PostgreSQL in
 measures, in one run and on the same rows:
 
 - a single ``INSERT ... SELECT`` of every annotation (the baseline),
-- the keyset chain of ``shift_annotation_backfill_batch`` calls (ratio to baseline,
-  median batch of the last 10% against the first 10%, p99 batch),
+- the keyset chain of ``shift_annotation_backfill_batch`` calls, each the very
+  statement a worker's job runs (ratio to baseline, median batch of the last 10%
+  against the first 10%, p99 batch),
+- a straightforward keyset chain for reference (plain INSERT ... SELECT ... LIMIT
+  with ON CONFLICT DO NOTHING, each batch a durable commit),
 - where the time of a row goes: computation, foreign-key check, write,
 - the naive batch (anti-join with LIMIT, no cursor), for a time budget,
 - one Procrastinate worker against two (``pgzen worker``, ``pgzen backfill``),
@@ -38,6 +41,8 @@ from db.config import DatabaseTarget  # noqa: E402
 from pyapp.shifts.batch import BATCH_STATEMENT  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
+PGZEN = [sys.executable, "-m", "pyapp"]
+QUEUE = "backfill"  # pyapp.shifts.tasks.QUEUE (not imported: it needs Django set up)
 DBNAME = "shifts_bench"
 
 INSERT_COLUMNS = (
@@ -71,6 +76,17 @@ select s.id, s.starts_at at time zone l.time_zone,
             then 'night' else 'standard' end
   from shift s
   join location l on l.id = s.location_id
+"""
+# The reference the issue calibrates against: a keyset chain of plain statements,
+# each its own durable transaction, ON CONFLICT DO NOTHING for the race.
+STRAIGHTFORWARD_BATCH = f"""
+insert into shift_annotation ({INSERT_COLUMNS})
+{COMPUTED}
+ where s.id > %s
+ order by s.id
+ limit %s
+    on conflict (shift_id) do nothing
+returning shift_id
 """
 NAIVE_BATCH = f"""
 insert into shift_annotation ({INSERT_COLUMNS})
@@ -112,6 +128,16 @@ def keyset_chain(conn: psycopg.Connection[Any], size: int) -> tuple[float, list[
         cursor = last_id
 
 
+def straightforward_chain(conn: psycopg.Connection[Any], size: int) -> float:
+    cursor = 0
+    started = time.perf_counter()
+    while True:
+        ids = [row[0] for row in conn.execute(STRAIGHTFORWARD_BATCH, [cursor, size])]
+        if len(ids) < size:
+            return time.perf_counter() - started
+        cursor = max(ids)
+
+
 def naive_chain(
     conn: psycopg.Connection[Any], size: int, budget: float
 ) -> tuple[list[float], bool]:
@@ -136,8 +162,14 @@ def split_costs(conn: psycopg.Connection[Any], rows: int) -> dict[str, float]:
         conn,
         "select count(*) from shift s join location l on l.id = s.location_id" + where,
     )
-    ours = timed(conn, f"select count(*) from ({COMPUTED}{where}) t")
-    plain = timed(conn, f"select count(*) from ({STRAIGHTFORWARD}{where}) t")
+    # "t is not null" reads every column of t: without it the planner drops the
+    # columns nothing reads, and with them the computation being measured.
+    ours = timed(
+        conn, f"select count(*) from ({COMPUTED}{where}) t where t is not null"
+    )
+    plain = timed(
+        conn, f"select count(*) from ({STRAIGHTFORWARD}{where}) t where t is not null"
+    )
     conn.execute(f"create temp table source as {COMPUTED}{where}")
     conn.execute("vacuum analyze source")
     scan = timed(conn, "select count(*) from source")
@@ -168,7 +200,9 @@ def worker_run(target: DatabaseTarget, workers: int, size: int) -> float | None:
     env = pgzen_env(target, PGZEN_SHIFTS_CHAINS=str(workers))
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "pyapp", "worker", "--name", f"bench{n}"],
+            # The shifts queue only: seeding wrote audit rows (shift is audited),
+            # and a worker on every queue would be making their reprs meanwhile.
+            [*PGZEN, "worker", "--name", f"bench{n}", "--queues", QUEUE],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -274,6 +308,13 @@ def main() -> None:
                 f" p99 {p99 * 1000:.1f} ms, max {max(times) * 1000:.1f} ms"
             )
 
+            reset(conn)
+            plain = straightforward_chain(conn, size)
+            print(
+                f"straightforward keyset chain (reference): {plain:.1f} s,"
+                f" ratio to single {plain / single:.2f}"
+            )
+
             costs = split_costs(conn, min(args.split_rows, args.shifts))
             print(
                 "per row (us): read {read:.2f}, computation {compute:.2f}"
@@ -305,7 +346,8 @@ def main() -> None:
                     else:
                         print(
                             f"{workers} worker(s), {workers} chain(s): {seconds:.1f} s,"
-                            f" {args.shifts / seconds:,.0f} rows/s"
+                            f" {args.shifts / seconds:,.0f} rows/s,"
+                            f" ratio to single {seconds / single:.2f}"
                         )
     finally:
         if embedded is not None:

@@ -33,7 +33,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from procrastinate.contrib.django import app
 from procrastinate.sql import queries as procrastinate_queries
 
@@ -110,26 +110,29 @@ def annotate_batch(
     ``version`` the refresh started at) makes it a refresh chain of one location.
     """
     size = validate_batch_size(batch_size)
-    with logged_batch("shift_annotation_batch", chain, size) as log:
-        result = run_batch(after_id, size, until_id, location_id)
-        log.examined, log.written = result.examined, result.written
-        log.fields.update(after_id=after_id, last_id=result.last_id)
-
-    # Last, after the batch is committed: a worker dying before this line leaves
-    # the job in "doing"; the restarter then re-runs it, writing nothing twice.
-    if result.examined == size:
-        defer_successor(
-            annotate_batch,
-            lock=chain,
-            chain=chain,
-            batch_size=size,
-            after_id=result.last_id,
-            until_id=until_id,
-            location_id=location_id,
-            version=version,
-        )
-    elif location_id is not None and version is not None:
-        mark_current(location_id, version)
+    # One transaction: the batch, then its successor (or, at the end of a refresh,
+    # the mark that the location is current), committed together or not at all; so
+    # a job exists exactly when its predecessor's batch committed. It commits with
+    # synchronous_commit off (BATCH_STATEMENT): a crash may lose the last batches
+    # and their successors together, and the chain resumes from the last job left.
+    with transaction.atomic():
+        with logged_batch("shift_annotation_batch", chain, size) as log:
+            result = run_batch(after_id, size, until_id, location_id)
+            log.examined, log.written = result.examined, result.written
+            log.fields.update(after_id=after_id, last_id=result.last_id)
+        if result.examined == size:
+            defer_successor(
+                annotate_batch,
+                lock=chain,
+                chain=chain,
+                batch_size=size,
+                after_id=result.last_id,
+                until_id=until_id,
+                location_id=location_id,
+                version=version,
+            )
+        elif location_id is not None and version is not None:
+            mark_current(location_id, version)
     return {
         "examined": result.examined,
         "written": result.written,
@@ -268,10 +271,11 @@ def start_refresh_chains(batch_size: int) -> int:
 def recover_stalled(stalled_after: float = STALLED_AFTER_SECONDS) -> list[int]:
     """Put back to ``todo`` the batch jobs whose worker stopped; return their ids.
 
-    A worker killed mid-batch leaves its job in ``doing``; the batch rolled back, or
-    committed without deferring its successor. Either way, running it again from the
-    same cursor is right: it rewrites nothing and defers what is missing. A stalled
-    job whose chain already has a queued successor is marked failed instead.
+    A worker killed mid-batch leaves its job in ``doing``. If its batch rolled back,
+    running it again from the same cursor is right. If the batch committed, so did
+    its successor (one transaction), and a later job of the chain exists, queued,
+    running or done: then the stalled job is marked failed, never run again, so the
+    chain is never doubled.
     """
     resumed: list[int] = []
     with connection.cursor() as cursor:
@@ -282,8 +286,8 @@ def recover_stalled(stalled_after: float = STALLED_AFTER_SECONDS) -> list[int]:
         for job_id, lock in stalled:
             cursor.execute(
                 "select exists (select from procrastinate_jobs"
-                " where queueing_lock = %s and status = 'todo')",
-                [lock],
+                " where queueing_lock = %s and id > %s)",
+                [lock, job_id],
             )
             if cursor.fetchone()[0]:
                 finish_job(cursor, job_id, "failed")

@@ -139,6 +139,55 @@ def test_the_restarter_resumes_a_failed_chain_from_its_cursor(make_shifts):
     assert annotated() == 6
 
 
+def _job_status(job_id: int) -> str:
+    return sql("select status from procrastinate_jobs where id = %s", [job_id])[0][0]
+
+
+def test_a_stalled_job_whose_batch_committed_is_failed_not_rerun(make_shifts):
+    """Its successor exists (and runs elsewhere): re-running it would double the
+    chain, so the restarter marks it failed and queues nothing."""
+    make_shifts(8)
+    tasks.annotate_batch(chain="shifts:backfill:t", batch_size=2)
+    (first,) = queued_jobs()
+    sql(  # a worker took it, committed its batch and successor, then died
+        "update procrastinate_jobs set status = 'doing', worker_id = null"
+        " where id = %s",
+        [first["id"]],
+    )
+    tasks.annotate_batch(**first["args"])
+    (second,) = queued_jobs()
+    (live,) = sql("insert into procrastinate_workers default values returning id")
+    sql(  # ... and a live worker is running the successor now
+        "update procrastinate_jobs set status = 'doing', worker_id = %s where id = %s",
+        [live[0], second["id"]],
+    )
+
+    assert tasks.recover_stalled() == []
+
+    assert _job_status(first["id"]) == "failed"
+    assert _job_status(second["id"]) == "doing"
+    assert queued_jobs() == []
+
+
+def test_a_stalled_job_without_a_successor_is_run_again(make_shifts):
+    """Its batch rolled back with the worker: the same job goes back to the queue."""
+    make_shifts(8)
+    tasks.annotate_batch(chain="shifts:backfill:t", batch_size=2)
+    (first,) = queued_jobs()
+    sql(
+        "update procrastinate_jobs set status = 'doing', worker_id = null"
+        " where id = %s",
+        [first["id"]],
+    )
+
+    assert tasks.recover_stalled() == [first["id"]]
+
+    (again,) = queued_jobs()
+    assert again == first
+    run_queued()
+    assert annotated() == 8
+
+
 def test_status_shows_the_chain_and_the_counts(make_shifts):
     """`pgzen status` lists the shifts backfill with done and remaining rows."""
     make_shifts(4)
