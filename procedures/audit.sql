@@ -45,40 +45,58 @@ comment on function audit_capture_insert() is
 -- of an update that changes the key.
 --
 -- Up to 10,000 rows, the images are paired by unnest() of two arrays, which zips
--- them by position: no join and nothing for the planner to weigh, so a one-row update
--- costs about half of what a join costs (each call would plan it anew). Above that,
--- two arrays of images could outgrow memory (and the 1 GB limit on one value), so
--- the rows are numbered and joined instead, which spills to disk when it must.
+-- them by position: no join and nothing for the planner to weigh. Each of those
+-- statements reads only variables whose values do not change its plan's cost (one
+-- statement per key arity, no CASE on tg_nargs), so after its first five calls in a
+-- session the server keeps one generic plan instead of planning every one-row
+-- update again (about a third of an audited one-row update's time, measured).
 --
--- WARNING: the plan of that join is made once per session, for the size of the first
--- statement's transition tables, and then reused. A nested loop chosen for a small
--- one would cost n^2 row conversions for n rows, so nested loops are off here: a
--- hash join is linear whatever the size.
--- TODO: one-row UPDATEs with synchronous_commit off run at 48% of their unaudited
--- throughput here, against the 75% issue 4 aims at; a trigger writing one constant
--- row per statement reaches only 63%, so the next gains are in what an audit row
--- costs to write (changed values only, fewer indexes), see docs/performance.md.
+-- Above 10,000 rows, two whole arrays could outgrow memory and the 1 GB limit on one
+-- value, so the rows are numbered, gathered into arrays of 10,000 by position, and
+-- each pair of arrays is zipped. The only join is between those chunks, n / 10,000
+-- rows a side, so no join method the planner picks can go quadratic in the rows
+-- (an earlier version joined row by row and had to turn nested loops off with a SET
+-- clause on the function, which every call then paid for).
+-- TODO: one-row UPDATEs with synchronous_commit off reach about half of their
+-- unaudited throughput on the test machine, against the 75% issue 4 aims at. Timed
+-- inside the server (EXPLAIN ANALYZE trigger time, docs/performance.md), this trigger
+-- takes about 100 us for one row: 10 us to fire at all, some 55 us to start and run
+-- one INSERT into audit_log with its five indexes (24 us into a copy without
+-- indexes), 40 us for the images, key and changed columns. An unaudited one-row
+-- update takes about 45 us in all, so any trigger writing a row in the same
+-- transaction stays far below 75%; meeting it means capturing changes outside the
+-- writing transaction (logical decoding), a design decision beyond this issue.
 create or replace function audit_capture_update()
     returns trigger
     language plpgsql
-    set enable_nestloop = off
 as $$
 declare
     tx bigint := pg_current_xact_id()::text::bigint;
     who text := coalesce(nullif(current_setting('pgzen.actor', true), ''), current_user);
 begin
     perform from audit_new offset 10000 limit 1;
-    if not found then
+    if not found and tg_nargs = 1 then
         insert into audit_log (
             schema_name, table_name, op, row_key, old_row, new_row, changed_columns,
             txid, actor
         )
         select tg_table_schema, tg_table_name, 'update',
-               case when tg_nargs = 1
-                    then jsonb_build_object(tg_argv[0], p.new_image -> tg_argv[0])
-                    else (select jsonb_object_agg(k, p.new_image -> k)
-                            from unnest(tg_argv) as k)
-               end,
+               jsonb_build_object(tg_argv[0], p.new_image -> tg_argv[0]),
+               p.old_image, p.new_image,
+               array(select e.key
+                       from jsonb_each(p.new_image) as e
+                      where e.value is distinct from p.old_image -> e.key),
+               tx, who
+          from unnest(array(select to_jsonb(t) from audit_old as t),
+                      array(select to_jsonb(t) from audit_new as t))
+               as p(old_image, new_image);
+    elsif not found then
+        insert into audit_log (
+            schema_name, table_name, op, row_key, old_row, new_row, changed_columns,
+            txid, actor
+        )
+        select tg_table_schema, tg_table_name, 'update',
+               (select jsonb_object_agg(k, p.new_image -> k) from unnest(tg_argv) as k),
                p.old_image, p.new_image,
                array(select e.key
                        from jsonb_each(p.new_image) as e
@@ -94,20 +112,27 @@ begin
         )
         select tg_table_schema, tg_table_name, 'update',
                case when tg_nargs = 1
-                    then jsonb_build_object(tg_argv[0], n.image -> tg_argv[0])
-                    else (select jsonb_object_agg(k, n.image -> k)
+                    then jsonb_build_object(tg_argv[0], p.new_image -> tg_argv[0])
+                    else (select jsonb_object_agg(k, p.new_image -> k)
                             from unnest(tg_argv) as k)
                end,
-               o.image, n.image,
+               p.old_image, p.new_image,
                array(select e.key
-                       from jsonb_each(n.image) as e
-                      where e.value is distinct from o.image -> e.key),
+                       from jsonb_each(p.new_image) as e
+                      where e.value is distinct from p.old_image -> e.key),
                tx, who
-          from (select row_number() over () as pos, to_jsonb(t) as image
-                  from audit_old as t) as o
-          join (select row_number() over () as pos, to_jsonb(t) as image
-                  from audit_new as t) as n
-            on n.pos = o.pos;
+          from (select (r.pos - 1) / 10000 as chunk,
+                       array_agg(r.image order by r.pos) as images
+                  from (select row_number() over () as pos, to_jsonb(t) as image
+                          from audit_old as t) as r
+                 group by 1) as o
+          join (select (r.pos - 1) / 10000 as chunk,
+                       array_agg(r.image order by r.pos) as images
+                  from (select row_number() over () as pos, to_jsonb(t) as image
+                          from audit_new as t) as r
+                 group by 1) as n
+            on n.chunk = o.chunk
+         cross join lateral unnest(o.images, n.images) as p(old_image, new_image);
     end if;
     return null;
 end

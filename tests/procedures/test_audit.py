@@ -197,6 +197,32 @@ def test_a_composite_key_names_every_key_column(conn):
     ] * 3
 
 
+def test_a_composite_key_update_over_10000_rows_stays_paired_across_chunks(conn):
+    """The large path gathers images in arrays of 10,000: rows on both sides of a
+    chunk boundary keep their own key, and the key change shows in both images."""
+    conn.execute(
+        "create table shelf (room text, slot int, label text, primary key (slot, room))"
+    )
+    conn.execute("select audit_table('shelf')")
+    conn.execute(
+        "insert into shelf select 'r' || (g % 7), g, 'l' || g"
+        "  from generate_series(1, 20001) g"
+    )
+    conn.execute("update shelf set slot = slot + 100000, label = label || '!'")
+
+    (paired, total) = conn.execute(
+        "select count(*) filter (where row_key = jsonb_build_object("
+        "                                 'slot', (old_row ->> 'slot')::int + 100000,"
+        "                                 'room', old_row ->> 'room')"
+        "                          and new_row ->> 'label' = (old_row ->> 'label') || '!'"
+        "                          and new_row ->> 'room' = old_row ->> 'room'"
+        "                          and changed_columns = '{slot,label}'),"
+        "       count(*)"
+        "  from audit_log where table_name = 'shelf' and op = 'update'"
+    ).fetchone()
+    assert (paired, total) == (20001, 20001)
+
+
 @pytest.mark.parametrize(
     ("ddl", "target", "error", "message"),
     [
