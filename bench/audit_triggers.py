@@ -21,13 +21,17 @@ shaped like pgbench_accounts (id, balance, an 84-character filler):
 Each is driven by pgbench with single-row UPDATEs, then with UPDATEs of 1,000 rows a
 statement, under default settings and with ``synchronous_commit`` off, the runs of the
 four tables interleaved round by round. Prints throughput and the ratio to the
-baseline of the same round.
+baseline of the same round. Then, where a one-row update's time goes: the server's
+median trigger time (EXPLAIN ANALYZE) for the tables above and for two more floors,
+a statement trigger with an empty body and the floor writing into a copy of
+``audit_log`` without indexes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -83,6 +87,84 @@ create trigger bench_floor_audit after update on bench_floor
     referencing old table as audit_old new table as audit_new
     for each statement execute function bench_floor_audit();
 """
+
+# For the split of a one-row audited update's trigger time: the floor's trigger
+# writing into a copy of audit_log without indexes, and a trigger doing nothing.
+SPLIT_SETUP = """
+create table audit_log_unindexed (like audit_log including defaults including identity);
+create table bench_floor_unindexed (like bench_floor including all);
+insert into bench_floor_unindexed select * from bench_floor;
+create function bench_floor_unindexed_audit()
+    returns trigger
+    language plpgsql
+as $$
+begin
+    insert into audit_log_unindexed (schema_name, table_name, op, txid, actor)
+    values ('public', 'bench_floor', 'truncate', 0, '');
+    return null;
+end
+$$;
+create trigger bench_floor_unindexed_audit after update on bench_floor_unindexed
+    referencing old table as audit_old new table as audit_new
+    for each statement execute function bench_floor_unindexed_audit();
+create table bench_empty_trigger (like bench_floor including all);
+insert into bench_empty_trigger select * from bench_floor;
+create function bench_empty_trigger()
+    returns trigger
+    language plpgsql
+as $$
+begin
+    return null;
+end
+$$;
+create trigger bench_empty_trigger after update on bench_empty_trigger
+    referencing old table as audit_old new table as audit_new
+    for each statement execute function bench_empty_trigger();
+"""
+SPLIT_TABLES = {
+    "bench_plain": "unaudited (statement time, no trigger)",
+    "bench_empty_trigger": "statement trigger with transition tables, empty body",
+    "bench_floor_unindexed": "floor, into a copy of audit_log without indexes",
+    "bench_floor": "floor: one constant row into audit_log",
+    "bench_rowtrig": "row-level trigger (straightforward)",
+    "bench_audited": "pgzen (audit_table)",
+}
+
+
+def trigger_times(target: DatabaseTarget, rows: int, samples: int) -> None:
+    """Median server time of a one-row UPDATE's triggers (EXPLAIN ANALYZE)."""
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        conn.execute(SPLIT_SETUP)
+        conn.execute("vacuum analyze")
+    print(
+        "one-row UPDATE, median over"
+        f" {samples:,} statements on one connection (synchronous_commit off):"
+    )
+    rng = random.Random(5)
+    for table, label in SPLIT_TABLES.items():
+        trigger_us: list[float] = []
+        total_us: list[float] = []
+        with psycopg.connect(
+            target.conninfo(), autocommit=True, options="-c synchronous_commit=off"
+        ) as conn:
+            for index in range(samples + 200):  # the first 200 warm the caches
+                key = rng.randint(1, rows)
+                (plan,) = conn.execute(
+                    "explain (analyze, format json) update "
+                    + table
+                    + " set balance = balance + 1 where id = %s",
+                    [key],
+                ).fetchone()
+                if index >= 200:
+                    trigger_us.append(
+                        1000 * sum(t["Time"] for t in plan[0].get("Triggers", []))
+                    )
+                    total_us.append(1000 * plan[0]["Execution Time"])
+        print(
+            f"  {label:55} triggers {statistics.median(trigger_us):6.1f} us,"
+            f" statement in all {statistics.median(total_us):6.1f} us"
+        )
+
 
 SCRIPTS = {
     "1 row": "\\set id random(1, {rows})\n"
@@ -177,6 +259,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument(
+        "--split-samples",
+        type=int,
+        default=2000,
+        help="one-row updates timed per table for the split (0 skips it)",
+    )
     args = parser.parse_args()
 
     maintenance, embedded = server()
@@ -204,6 +292,8 @@ def main() -> None:
                             )
                         )
                 report(shape, sync_off, tps, 1000 if shape != "1 row" else 1)
+        if args.split_samples:
+            trigger_times(target, args.rows, args.split_samples)
     finally:
         if embedded is not None:
             embedded.stop()
