@@ -267,6 +267,9 @@ def main() -> None:
     parser.add_argument("--split-rows", type=int, default=500_000)
     parser.add_argument("--naive-budget", type=float, default=120.0)
     parser.add_argument("--skip-workers", action="store_true")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="single/chain pairs, alternated"
+    )
     args = parser.parse_args()
     size = args.batch_size
 
@@ -286,24 +289,39 @@ def main() -> None:
             conn.execute("vacuum analyze shift")
             print(f"seeded in {seeding:.1f} s")
 
-            reset(conn)
-            single = timed(
-                conn, f"insert into shift_annotation ({INSERT_COLUMNS}) {COMPUTED}"
+            # Single statement and chain alternate, round by round, on the same
+            # rows: this machine's speed drifts by a fifth between minutes, and a
+            # ratio of two runs made far apart would measure the drift.
+            singles: list[float] = []
+            chains: list[float] = []
+            for round_ in range(args.rounds):
+                reset(conn)
+                singles.append(
+                    timed(
+                        conn,
+                        f"insert into shift_annotation ({INSERT_COLUMNS}) {COMPUTED}",
+                    )
+                )
+                reset(conn)
+                batched, times = keyset_chain(conn, size)
+                chains.append(batched)
+                print(
+                    f"round {round_ + 1}: single INSERT ... SELECT {singles[-1]:.1f} s,"
+                    f" keyset chain {batched:.1f} s in {len(times)} batches,"
+                    f" ratio {batched / singles[-1]:.2f}"
+                )
+            single = statistics.median(singles)
+            batched = statistics.median(chains)
+            print(
+                f"median over {args.rounds} rounds: single {single:.1f} s,"
+                f" chain {batched:.1f} s, ratio to single {batched / single:.2f}"
             )
-            print(f"single INSERT ... SELECT: {single:.1f} s")
-
-            reset(conn)
-            batched, times = keyset_chain(conn, size)
             tenth = max(1, len(times) // 10)
             first = statistics.median(times[:tenth])
             last = statistics.median(times[-tenth - 1 : -1])
             p99 = percentile(times, 0.99)
             print(
-                f"keyset chain: {batched:.1f} s in {len(times)} batches,"
-                f" ratio to single {batched / single:.2f}"
-            )
-            print(
-                f"  median batch first 10% {first * 1000:.1f} ms, last 10%"
+                f"  last round: median batch first 10% {first * 1000:.1f} ms, last 10%"
                 f" {last * 1000:.1f} ms, ratio {last / first:.2f};"
                 f" p99 {p99 * 1000:.1f} ms, max {max(times) * 1000:.1f} ms"
             )
