@@ -128,9 +128,6 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-# TODO: on 1,000,000 rows (quiet machine) the last 10% of batches took 1.72 times
-# the first 10% by mean, against the 1.2 issue 4 allows; not yet diagnosed (a few
-# slow batches, e.g. checkpoints, or a slope in this read or the insert).
 def read_batch(batch_size: int, after: Cursor | None) -> list[AuditRow]:
     """Read up to ``batch_size`` unrepresented audit rows after ``after``."""
     txid, audit_id = after if after is not None else (None, None)
