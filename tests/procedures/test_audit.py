@@ -214,7 +214,7 @@ def test_a_composite_key_update_over_10000_rows_stays_paired_across_chunks(conn)
         "select count(*) filter (where row_key = jsonb_build_object("
         "                                 'slot', (old_row ->> 'slot')::int + 100000,"
         "                                 'room', old_row ->> 'room')"
-        "                          and new_row ->> 'label' = (old_row ->> 'label') || '!'"
+        "                      and new_row ->> 'label' = (old_row ->> 'label') || '!'"
         "                          and new_row ->> 'room' = old_row ->> 'room'"
         "                          and changed_columns = '{slot,label}'),"
         "       count(*)"
