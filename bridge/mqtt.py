@@ -4,6 +4,13 @@ The thread connects, runs paho's network loop, and reconnects with a backoff fro
 ``reconnect_min`` doubling to ``reconnect_max`` when the broker goes away. The bridge's
 availability topic is the client's last will (``offline``, retained). Callbacks run on
 that thread and must only hand work over to the bridge's own loop.
+
+That thread is also the only one that writes to the socket. Other threads (the bridge's
+loop publishing states) only queue packets, which paho's loop sends in queue order. Left
+to itself paho sends a packet from whichever thread queues it while the loop's thread
+drains the same queue, and two threads sending from one queue can swap packets: a
+device's last state could reach the broker before the one it replaced, and the broker
+would keep the stale one retained.
 """
 
 from __future__ import annotations
@@ -72,6 +79,10 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_socket_open = self._handle_socket_open
+        # With a write callback set, paho's publish(), subscribe() and disconnect() no
+        # longer send from the calling thread: they queue the packet and wake loop(),
+        # which selects for writing whenever packets wait (see the module docstring).
+        client.on_socket_register_write = _written_by_the_loop
         self.client = client
 
     @property
@@ -114,9 +125,13 @@ class MqttLink:
                 except (RuntimeError, ValueError):
                     break
         self._stop.set()
-        self.client.disconnect()
+        self.client.disconnect()  # queued; the thread sends it and closes the socket
         if self._thread.is_alive():
             self._thread.join(max(0.1, deadline - time.monotonic()) + 1.0)
+        if not self._thread.is_alive():
+            # The thread may have ended before the DISCONNECT was queued. Nothing else
+            # writes now, so send what is left from here (nothing once it is closed).
+            self.client.loop_write()
 
     # The thread.
 
@@ -231,3 +246,7 @@ class MqttLink:
                 self.settings.url,
                 message.topic,
             )
+
+
+def _written_by_the_loop(client: paho.Client, userdata: object, sock: object) -> None:
+    """Register nothing: the link's thread runs loop(), which sends queued packets."""

@@ -46,16 +46,18 @@ def timeout_factor() -> float:
 def wait_for(
     predicate: Callable[[], object],
     timeout: float = 5.0,
-    message: str = "condition",
+    message: str | Callable[[], str] = "condition",
     interval: float = 0.005,
 ) -> None:
-    """Poll ``predicate`` until it is true; fail the test after the scaled timeout."""
+    """Poll ``predicate`` until it is true; fail the test after the scaled timeout.
+
+    A callable ``message`` is called at the timeout, to describe what was seen by then.
+    """
     deadline = time.monotonic() + timeout * timeout_factor()
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(
-                f"timed out after {timeout * timeout_factor():.1f} s: {message}"
-            )
+            text = message() if callable(message) else message
+            pytest.fail(f"timed out after {timeout * timeout_factor():.1f} s: {text}")
         time.sleep(interval)
 
 
@@ -324,7 +326,10 @@ class MqttProbe:
             found[:] = [m for m in self.on(topic)[after:] if m.payload == payload]
             return bool(found)
 
-        wait_for(arrived, timeout, f"{payload!r} on {topic!r}; got {self.on(topic)!r}")
+        def seen() -> str:  # at the timeout, not when the wait began
+            return f"{payload!r} on {topic!r}; got {self.on(topic)!r}"
+
+        wait_for(arrived, timeout, seen)
         return found[0]
 
     def clear(self) -> None:
