@@ -107,15 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from bridge.runtime import Bridge
+    from bridge.systemd import Notifier
 
-    bridge = Bridge(config)
+    bridge = Bridge(config, notifier=Notifier.from_environment())
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logger.info("received %s", signal.Signals(signum).name)
         bridge.stop()
 
-    # TODO: no sd_notify readiness or watchdog yet; the unit uses Type=exec and
-    # Restart=always, which catch a crash but not a wedged loop.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     bridge.run()

@@ -37,6 +37,7 @@ from bridge.core import (
     Unsubscribe,
 )
 from bridge.mqtt import MqttLink
+from bridge.systemd import Notifier
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +58,13 @@ class Bridge:
         config: Config,
         *,
         clock: Callable[[], float] = time.monotonic,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
+        # Readiness and watchdog pings for systemd; does nothing when not given one.
+        self.notifier = notifier or Notifier(None, None)
+        self._next_ping: float | None = None
         self.core = BridgeCore(
             config.devices,
             timing=config.timing,
@@ -119,6 +124,11 @@ class Bridge:
         )
         self.mqtt.start()
         self._apply(self.core.start(self.clock()))
+        self.notifier.ready(
+            f"bridging {len(self._specs)} device(s) to {self.config.mqtt.url}"
+        )
+        if self.notifier.watchdog_interval is not None:
+            self._ping_watchdog(self.clock())
         try:
             while not self._stopping.is_set():
                 self._step()
@@ -127,6 +137,9 @@ class Bridge:
 
     def _step(self) -> None:
         deadline = self.core.next_deadline()
+        if self._next_ping is not None:
+            ping = self._next_ping
+            deadline = ping if deadline is None else min(deadline, ping)
         timeout = None if deadline is None else max(0.0, deadline - self.clock())
         for key, _ in self._selector.select(timeout):
             if key.data is None:
@@ -145,6 +158,16 @@ class Bridge:
         deadline = self.core.next_deadline()
         if deadline is not None and now >= deadline:
             self._guarded(lambda: self._apply(self.core.tick(now)))
+        if self._next_ping is not None and now >= self._next_ping:
+            self._ping_watchdog(now)
+
+    def _ping_watchdog(self, now: float) -> None:
+        # From the loop itself: a loop stuck anywhere stops the pings, and systemd
+        # restarts the service once WatchdogSec passes without one.
+        interval = self.notifier.watchdog_interval
+        assert interval is not None
+        self.notifier.watchdog()
+        self._next_ping = now + interval
 
     def _run_work(self, work: _Work) -> None:
         self._apply(work())
@@ -266,6 +289,7 @@ class Bridge:
 
     def _shutdown(self) -> None:
         logger.info("stopping")
+        self.notifier.stopping()
         self._last_publishes = []
         self._apply(self.core.shutdown(self.clock()))
         self.mqtt.stop(self._last_publishes)
@@ -282,6 +306,7 @@ class Bridge:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+        self.notifier.close()
         logger.info("stopped")
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +17,8 @@ from bridge.config import Config, parse_config
 from bridge.runtime import Bridge
 from bridge.simulator import SimulatedDevice, Simulator
 from tests.support.mqtt import BrokerAddress, Mosquitto, timeout_factor
+
+ROOT = Path(__file__).parents[2]
 
 # Short timings keep the suite fast; the protocol is the same at any scale.
 FAST_BRIDGE = {
@@ -118,3 +124,60 @@ def run_bridge(
     for handle in running:
         if handle.thread.is_alive():
             handle.stop()
+
+
+def write_config(
+    path: Path, broker: BrokerAddress, prefix: str, devices: list[SimulatedDevice]
+) -> Path:
+    lines = [
+        "[mqtt]",
+        f'url = "{broker.url}"',
+        f'client_id = "daemon-{prefix.rsplit("/", 1)[-1]}"',
+        "",
+        "[topics]",
+        f'single = "{prefix}/sonoff-{{deviceid}}/Lightbulb/On"',
+        f'multi = "{prefix}/sonoff-{{deviceid}}-{{channel}}/Lightbulb/On"',
+        f'bridge_availability = "{prefix}/bridge/availability"',
+        f'device_availability = "{prefix}/bridge/sonoff-{{deviceid}}/availability"',
+        "",
+        "[bridge]",
+        "reconnect_min = 0.05",
+        "reconnect_max = 0.5",
+        "",
+    ]
+    for device in devices:
+        lines += [
+            "[[devices]]",
+            f'address = "{device.address}"',
+            f'name = "dev{device.port}"',
+            f"outlets = {device.outlets}",
+            "",
+        ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+@pytest.fixture
+def daemon() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start pgzen-bridge processes; kill leftovers when the test ends."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(
+        config: Path, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "--config", str(config), *args],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()

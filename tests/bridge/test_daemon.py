@@ -3,75 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from bridge.simulator import SimulatedDevice, Simulator
+from bridge.simulator import Simulator
+from tests.bridge.conftest import ROOT, write_config
 from tests.support.mqtt import BrokerAddress, MqttProbe, timeout_factor
 
 Probe = Callable[[BrokerAddress], MqttProbe]
-ROOT = Path(__file__).parents[2]
-
-
-def write_config(
-    path: Path, broker: BrokerAddress, prefix: str, devices: list[SimulatedDevice]
-) -> Path:
-    lines = [
-        "[mqtt]",
-        f'url = "{broker.url}"',
-        f'client_id = "daemon-{prefix.rsplit("/", 1)[-1]}"',
-        "",
-        "[topics]",
-        f'single = "{prefix}/sonoff-{{deviceid}}/Lightbulb/On"',
-        f'multi = "{prefix}/sonoff-{{deviceid}}-{{channel}}/Lightbulb/On"',
-        f'bridge_availability = "{prefix}/bridge/availability"',
-        f'device_availability = "{prefix}/bridge/sonoff-{{deviceid}}/availability"',
-        "",
-        "[bridge]",
-        "reconnect_min = 0.05",
-        "reconnect_max = 0.5",
-        "",
-    ]
-    for device in devices:
-        lines += [
-            "[[devices]]",
-            f'address = "{device.address}"',
-            f'name = "dev{device.port}"',
-            f"outlets = {device.outlets}",
-            "",
-        ]
-    path.write_text("\n".join(lines))
-    return path
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start pgzen-bridge processes; kill leftovers when the test ends."""
-    processes: list[subprocess.Popen[str]] = []
-
-    def start(config: Path, *args: str) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "--config", str(config), *args],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
 
 
 def test_sigterm_stops_gracefully_and_publishes_offline(
