@@ -41,11 +41,12 @@ from bridge.systemd import Notifier
 
 logger = logging.getLogger(__name__)
 
-# How long a read may wait for the rest of a frame once the socket was readable, and a
-# send for room in the socket buffer. Frames from devices are a few hundred bytes.
-# TODO: a device trickling a frame byte by byte stalls the loop up to IO_TIMEOUT per
-# byte; non-blocking reads need websocket-client to expose its frame buffer state.
-IO_TIMEOUT = 0.05
+# Device sockets are non-blocking while the loop reads: a read takes what has arrived
+# and returns, and websocket-client keeps a partial frame (header, length, the bytes so
+# far) until the next readiness, so a device trickling a frame byte by byte costs the
+# loop one short read per byte, never a wait. A send may wait this long for room in the
+# socket buffer (messages to devices are a few hundred bytes).
+SEND_TIMEOUT = 0.05
 
 _Work = Callable[[], Iterable[Effect]]
 
@@ -192,7 +193,7 @@ class Bridge:
             return
         try:
             opcode, frame = ws.recv_data_frame(control_frame=True)
-        except websocket.WebSocketTimeoutException:
+        except (BlockingIOError, websocket.WebSocketTimeoutException):
             return  # part of a frame; the rest comes with the next readiness
         except (websocket.WebSocketException, OSError, ValueError) as exc:
             self._lost(key, _describe(exc, "link lost"))
@@ -237,7 +238,11 @@ class Bridge:
         if ws is None:
             return
         try:
-            action(ws)
+            ws.settimeout(SEND_TIMEOUT)
+            try:
+                action(ws)
+            finally:
+                ws.settimeout(0)  # back to non-blocking reads
         except (websocket.WebSocketException, OSError) as exc:
             self._lost(key, _describe(exc, "send failed"))
 
@@ -268,7 +273,7 @@ class Bridge:
         if self._stopping.is_set() or key in self._links or ws.sock is None:
             _shut(ws)
             return ()
-        ws.settimeout(IO_TIMEOUT)
+        ws.settimeout(0)  # non-blocking reads; see SEND_TIMEOUT
         self._links[key] = ws
         self._socks[key] = ws.sock
         self._selector.register(ws.sock, selectors.EVENT_READ, key)

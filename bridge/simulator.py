@@ -80,6 +80,9 @@ class SimulatedDevice:
 
     commands: list[ReceivedCommand] = field(default_factory=list)
     connections: int = 0
+    # The last trickled frame: its size, and how many of its bytes are written.
+    trickle_size: int = 0
+    trickle_sent: int = 0
     _server: Server | None = None
     _clients: set[ServerConnection] = field(default_factory=set)
     _online: set[ServerConnection] = field(default_factory=set)
@@ -163,6 +166,30 @@ class SimulatedDevice:
         """Send a text frame as is to every client that completed the handshake."""
         for ws in list(self._online):
             await _send(ws, text)
+
+    async def trickle(self, outlet: int, on: bool, gap: float) -> None:
+        """Press an outlet, and push the change one byte of the frame every ``gap`` s.
+
+        Like a device on a bad radio link. The frame is written to the transport below
+        the WebSocket library, so nothing else may be sent to the clients meanwhile.
+        """
+        self.state[outlet] = on
+        frame = _text_frame(self._push({outlet: on}))
+        self.log.info(
+            "[%s] trickling outlet %d: %s over %d bytes",
+            self.deviceid,
+            outlet,
+            on,
+            len(frame),
+        )
+        clients = list(self._online)
+        self.trickle_size, self.trickle_sent = len(frame), 0
+        for n, byte in enumerate(frame):
+            if n:
+                await asyncio.sleep(gap)
+            for ws in clients:
+                ws.transport.write(bytes([byte]))
+            self.trickle_sent = n + 1
 
     # The protocol.
 
@@ -263,6 +290,19 @@ class SimulatedDevice:
         )
 
 
+def _text_frame(text: str) -> bytes:
+    """One unmasked, final text frame, as a server sends it (RFC 6455, section 5.2)."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = bytes([0x81, size])
+    elif size < 1 << 16:
+        header = bytes([0x81, 126]) + size.to_bytes(2, "big")
+    else:
+        header = bytes([0x81, 127]) + size.to_bytes(8, "big")
+    return header + payload
+
+
 async def _send(ws: ServerConnection, text: str) -> None:
     with contextlib.suppress(ConnectionClosed):
         await ws.send(text)
@@ -328,6 +368,14 @@ class Simulator:
 
     def send_raw(self, device: SimulatedDevice, text: str) -> None:
         self.call(device.send_raw(text))
+
+    def trickle(
+        self, device: SimulatedDevice, outlet: int, on: bool, gap: float
+    ) -> Future[None]:
+        """Start :meth:`SimulatedDevice.trickle`; the future is done once sent."""
+        return asyncio.run_coroutine_threadsafe(
+            device.trickle(outlet, on, gap), self._loop
+        )
 
     def close(self) -> None:
         """Stop every device and the loop."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,6 +15,7 @@ from tests.support.mqtt import (
     Mosquitto,
     MqttProbe,
     free_port,
+    timeout_factor,
     wait_for,
 )
 
@@ -178,6 +180,37 @@ def test_garbage_from_a_device_keeps_the_link(
 
     probe.wait_for(running.topic(lamp), b"1")
     assert lamp.connections == 1
+    assert running.thread.is_alive()
+
+
+def test_a_device_trickling_a_frame_never_holds_up_the_others(
+    mqtt_broker: BrokerAddress,
+    mqtt_probe: Probe,
+    simulator: Simulator,
+    run_bridge: Run,
+) -> None:
+    """One byte every 20 ms: the loop reads what came and serves the other devices."""
+    slow = simulator.add(outlets=1)
+    lamp = simulator.add(outlets=1)
+    probe = mqtt_probe(mqtt_broker)
+    running = run_bridge(mqtt_broker, [slow, lamp])
+    probe.subscribe(running.topic(slow))
+    probe.subscribe(running.topic(lamp))
+    probe.wait_for(running.topic(slow), b"0")
+    probe.wait_for(running.topic(lamp), b"0")
+
+    trickling = simulator.trickle(slow, 0, True, gap=0.02)  # over two seconds
+    time.sleep(0.2)
+    simulator.press(lamp)
+    probe.wait_for(running.topic(lamp), b"1")
+    sent = slow.trickle_sent
+    assert sent < slow.trickle_size // 2, (
+        f"the lamp's state waited for the slow frame ({sent} of {slow.trickle_size})"
+    )
+
+    trickling.result(20 * timeout_factor())
+    probe.wait_for(running.topic(slow), b"1")  # the frame, put together in the end
+    assert slow.connections == 1
     assert running.thread.is_alive()
 
 
