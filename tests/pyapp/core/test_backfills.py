@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from procrastinate.contrib.django import app
 
 from pyapp.core.backfills import (
@@ -15,6 +16,7 @@ from pyapp.core.backfills import (
     chain_state,
     follow,
     render_bar,
+    row_count,
     validate_batch_size,
 )
 
@@ -94,3 +96,40 @@ def test_follow_says_when_no_worker_takes_the_job():
         cursor.execute(
             "delete from procrastinate_jobs where queueing_lock = %s", [prefix + "1"]
         )
+
+
+def make_table(rows):
+    """A throwaway table of ``rows`` rows (dropped with the test's transaction)."""
+    with connection.cursor() as cursor:
+        cursor.execute("create table row_count_probe (id int primary key, pad text)")
+        cursor.execute(
+            "insert into row_count_probe"
+            " select g, repeat('x', 40) from generate_series(1, %s) as g",
+            [rows],
+        )
+
+
+@pytest.mark.django_db
+def test_row_count_of_a_small_table_is_exact():
+    """Below the threshold the rows are counted, not estimated."""
+    make_table(1234)
+
+    assert row_count("row_count_probe", exact_below=1_000_000) == 1234
+
+
+@pytest.mark.django_db
+def test_row_count_of_a_large_table_is_the_planners_estimate_without_a_scan():
+    """Above the threshold one EXPLAIN answers; it follows growth since ANALYZE."""
+    make_table(5000)
+    with connection.cursor() as cursor:
+        cursor.execute("analyze row_count_probe")
+        cursor.execute(
+            "insert into row_count_probe"
+            " select g, repeat('x', 40) from generate_series(5001, 10000) as g"
+        )
+
+    with CaptureQueriesContext(connection) as queries:
+        estimate = row_count("row_count_probe", exact_below=1)
+
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["explain"]
+    assert 9000 <= estimate <= 11000

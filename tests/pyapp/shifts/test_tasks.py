@@ -6,6 +6,8 @@ import io
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from pyapp.core import backfills
 from pyapp.core.backfills import AlreadyRunning, BatchSizeError
@@ -212,3 +214,16 @@ def test_seed_makes_locations_and_unannotated_shifts():
     assert sql("select count(*) from shift")[0][0] == 30
     assert annotated() == 0
     assert "Shifts: 30 inserted" in out.getvalue()
+
+
+def test_progress_switches_to_estimates_above_the_threshold(make_shifts, monkeypatch):
+    """Past the threshold, progress reads the planner's estimates, never count(*)."""
+    make_shifts(300)
+    sql("analyze shift, shift_annotation")
+    monkeypatch.setattr(backfills, "EXACT_COUNT_BELOW", 1)
+
+    with CaptureQueriesContext(connection) as queries:
+        progress = tasks.progress()
+
+    assert not [q for q in queries.captured_queries if "count(" in q["sql"]]
+    assert 270 <= progress.remaining <= 330
