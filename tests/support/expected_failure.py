@@ -521,8 +521,6 @@ class _Plugin:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         # xdist workers only attach outcomes to reports; the controller reports.
-        # TODO: untested under pytest-xdist, which the project does not install; only
-        # the report serialisation that path relies on is tested.
         self.reports_blocks = not hasattr(config, "workerinput")
 
     def pytest_report_header(self) -> str | None:

@@ -771,6 +771,47 @@ def test_block_outcomes_survive_report_serialisation(pytester):
     assert again.expected_failure_blocks == [{"outcome": "xfailed", "reason": "gap"}]
 
 
+def test_blocks_run_on_xdist_workers_are_reported_by_the_controller(
+    pytester, monkeypatch
+):
+    """Under ``-n 2`` the controller reports each block once, as in one process."""
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    monkeypatch.delenv(RUN_ENV_VAR, raising=False)
+    pytester.makeconftest('pytest_plugins = ["tests.support.expected_failure"]\n')
+    source = HEADER + textwrap.dedent(
+        """
+        def test_gap():
+            with expected_failure("audit trail not rendered yet"):
+                assert False
+
+        def test_fixed():
+            with expected_failure("fixed upstream?"):
+                assert True
+
+        def test_plain():
+            assert True
+        """
+    )
+    pytester.makepyfile(test_sample=source)
+
+    result = pytester.runpytest_subprocess(
+        "-ra", "-p", "no:cacheprovider", "-p", "no:django", "-n", "2"
+    )
+
+    gap = line_of(source, "audit trail not rendered yet")
+    fixed = line_of(source, "fixed upstream?")
+    result.assert_outcomes(passed=2, failed=2, xfailed=1)
+    result.stdout.fnmatch_lines(
+        [f"XFAIL test_sample.py::test_gap[[]expected_failure:{gap}[]]*"]
+    )
+    result.stdout.fnmatch_lines(
+        [f"FAILED test_sample.py::test_fixed[[]expected_failure:{fixed}[]]*"]
+    )
+    assert result.stdout.str().count(f"expected_failure:{gap}]") == 1
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
 # ---------------------------------------------------------------------------
 # Plain unittest
 
