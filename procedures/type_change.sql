@@ -13,11 +13,117 @@
 -- is seen and refused (jsonb keeps the last one silently). docs/type-changes.md has
 -- the full contract: case and spaces, NULLs, many-to-one mappings, lock_timeout.
 --
--- Every identifier reaches dynamic SQL through regclass, regtype, format('%I') or
--- format_type(); every value through format('%L') or a bound parameter.
+-- The target type is text, so that it keeps its modifier (varchar(3), numeric(5,2)):
+-- a regtype argument would drop it without a word. type_change_type() checks that it
+-- is exactly one type name and turns it into format_type()'s canonical spelling; only
+-- that reaches dynamic SQL (on PostgreSQL 15 and 16, the checked text itself also ends
+-- one probe statement). A mapped value the modifier would cut or round is refused.
 --
--- TODO: accept a type modifier (varchar(3), numeric(5,2)); regtype drops it, and
--- parsing one safely needs to_regtypemod, which only PostgreSQL 17+ has.
+-- Every identifier reaches dynamic SQL through regclass, format('%I') or format_type();
+-- every value through format('%L') or a bound parameter.
+
+-- Earlier versions took the target type as regtype; create or replace cannot change a
+-- parameter's type, and the old functions would linger as overloads.
+drop function if exists change_column_type(regclass, name, regtype, json, boolean,
+                                           boolean, boolean, interval);
+drop function if exists type_change_online_start(regclass, name, regtype, json, name,
+                                                 boolean, boolean, interval);
+drop function if exists type_change_check_values(regclass, name, json, regtype, boolean,
+                                                 boolean);
+drop function if exists type_change_case(text, json, regtype, boolean, boolean, text,
+                                         name);
+drop function if exists type_change_mapping(json, regtype, boolean, boolean);
+
+
+-- A target type as written by a user, with its modifier, in canonical form. No
+-- search_path of its own: the name is looked up, and format_type() spells it, on the
+-- caller's path, the one the caller's dynamic SQL then runs on.
+create or replace function type_change_type(type_name text)
+returns text
+volatile
+language plpgsql
+as $$
+declare
+    v_type regtype;
+    v_typmod integer;
+begin
+    if type_name is null then
+        raise exception 'target type must not be null'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    -- regtype's input also takes an OID ('23', or '-' for none), which is no name.
+    if type_name ~ '^([0-9]+|-)$' then
+        raise exception 'invalid target type %: a type name is expected',
+            quote_literal(type_name) using errcode = 'syntax_error';
+    end if;
+    -- regtype's input parses the text as exactly one type name, or raises: a type that
+    -- does not exist (42704), or anything else, such as a second statement (42601).
+    begin
+        v_type := type_name::regtype;
+    exception when syntax_error then
+        raise exception 'invalid target type %: %', quote_literal(type_name), sqlerrm
+            using errcode = 'syntax_error';
+    end;
+
+    -- Without a modifier the text is spelt as format_type spells it with none; this
+    -- spares the probe below for the common case ('integer', 'text').
+    if type_name = format_type(v_type, -1) then
+        return type_name;
+    end if;
+    if current_setting('server_version_num')::integer >= 170000 then
+        execute 'select to_regtypemod($1)' into v_typmod using type_name;
+    else
+        -- Before PostgreSQL 17 nothing returns the modifier of a type name, but a
+        -- view's column keeps it. The text is a single type name (checked just above),
+        -- and it ends the statement, so nothing can follow it.
+        execute 'create or replace temporary view type_change_type_probe as select null::'
+                || type_name;
+        select atttypmod into v_typmod from pg_attribute
+         where attrelid = 'pg_temp.type_change_type_probe'::regclass and attnum = 1;
+        drop view pg_temp.type_change_type_probe;
+    end if;
+    return format_type(v_type, v_typmod);
+end;
+$$;
+
+comment on function type_change_type(text) is
+'The canonical spelling (format_type) of a target type written as text, keeping its '
+'modifier: type_change_type(''varchar(3)'') is ''character varying(3)''. Raises for a '
+'NULL (22023), a type that does not exist (42704), or text that is not one type name '
+'(42601), such as an OID or a second statement.';
+
+
+-- The target type stripped of every modifier: a domain becomes its base type, an array
+-- an array of its stripped element type. A value cast to both must compare equal, or
+-- a modifier cut or rounded it.
+create or replace function type_change_plain_type(type_oid regtype)
+returns regtype
+stable
+strict
+language plpgsql
+as $$
+declare
+    v_type pg_type;
+    v_element regtype;
+begin
+    select * into strict v_type from pg_type where oid = type_oid;
+    if v_type.typtype = 'd' then
+        return type_change_plain_type(v_type.typbasetype);
+    end if;
+    -- A true array is its element type's typarray (int2vector, say, is not).
+    if v_type.typelem <> 0
+       and (select typarray from pg_type where oid = v_type.typelem) = type_oid then
+        v_element := type_change_plain_type(v_type.typelem);
+        return coalesce((select nullif(typarray, 0)::regtype from pg_type
+                          where oid = v_element), type_oid);
+    end if;
+    return type_oid;
+end;
+$$;
+
+comment on function type_change_plain_type(regtype) is
+'The type a type change checks modifiers against: a domain''s base type and an '
+'array''s element type, each stripped of its modifier and constraints.';
 
 
 -- The ELSE of every generated CASE: a value the checks did not expect raises instead of
@@ -123,27 +229,26 @@ comment on function type_change_column(regclass, name) is
 -- as given, and the new value's canonical text in the target type.
 create or replace function type_change_mapping(
     mapping json,
-    new_type regtype,
+    new_type text,
     fold boolean,
     allow_many_to_one boolean
 )
 returns table (match_value text, old_value text, new_value text)
-stable
+volatile
 language plpgsql
 as $$
 declare
+    v_type text := type_change_type(new_type);
+    v_plain text := format_type(type_change_plain_type(v_type::regtype), -1);
     v_key text;
     v_value json;
     v_text text;
     v_canonical text;
+    v_same boolean;
     v_match text;
     v_seen_match jsonb := '{}';
     v_seen_new jsonb := '{}';
 begin
-    if new_type is null then
-        raise exception 'target type must not be null'
-            using errcode = 'invalid_parameter_value';
-    end if;
     if mapping is null or json_typeof(mapping) <> 'object' then
         raise exception 'mapping must be a JSON object of old value to new value, got %',
             coalesce(mapping::text, 'NULL')
@@ -176,16 +281,36 @@ begin
 
         -- The target type must hold the value: cast it now, before touching the table.
         begin
-            execute format('select (%L::%s)::text', v_text, new_type) into v_canonical;
+            execute format('select (%L::%s)::text', v_text, v_type) into v_canonical;
         exception when others then
             raise exception 'mapping value % for % cannot be stored as %: %',
-                quote_literal(v_text), quote_literal(v_key), new_type, sqlerrm
+                quote_literal(v_text), quote_literal(v_key), v_type, sqlerrm
                 using errcode = 'invalid_parameter_value';
         end;
         if v_canonical is null then
             raise exception 'mapping value % for % becomes null as %',
-                quote_literal(v_text), quote_literal(v_key), new_type
+                quote_literal(v_text), quote_literal(v_key), v_type
                 using errcode = 'invalid_parameter_value';
+        end if;
+
+        -- A cast to a type with a modifier cuts and rounds without a word
+        -- ('abcd'::varchar(3) is 'abc'), also through a domain or an array's elements:
+        -- the value must survive it unchanged.
+        if v_type <> v_plain then
+            begin
+                execute format('select %1$L::%2$s = (%1$L::%3$s)::%2$s',
+                               v_text, v_plain, v_type) into v_same;
+            exception when undefined_function then  -- a type without equality
+                execute format('select (%1$L::%2$s)::text = (%1$L::%3$s)::text',
+                               v_text, v_plain, v_type) into v_same;
+            end;
+            if not v_same then
+                raise exception 'mapping value % for % would be stored as % in %',
+                    quote_literal(v_text), quote_literal(v_key),
+                    quote_literal(v_canonical), v_type
+                    using errcode = 'invalid_parameter_value',
+                          hint = 'A type modifier may not cut or round a mapped value.';
+            end if;
         end if;
 
         -- Two old values landing on one new value is usually a typo; it also makes
@@ -207,11 +332,11 @@ begin
 end;
 $$;
 
-comment on function type_change_mapping(json, regtype, boolean, boolean) is
+comment on function type_change_mapping(json, text, boolean, boolean) is
 'Validate a type change mapping and return it row by row (match value, key, new value '
 'as canonical text). Raises for a non-object or empty mapping, a key given twice, a '
-'null new value, a value the target type cannot hold, and (unless allowed) two keys '
-'with one new value.';
+'null new value, a value the target type cannot hold or whose modifier would cut or '
+'round it, and (unless allowed) two keys with one new value.';
 
 
 -- The CASE converting old values (matched as match_expr) into new_type. Its ELSE
@@ -219,39 +344,40 @@ comment on function type_change_mapping(json, regtype, boolean, boolean) is
 create or replace function type_change_case(
     column_expr text,
     mapping json,
-    new_type regtype,
+    new_type text,
     fold boolean,
     keep_nulls boolean,
     table_label text,
     column_name name
 )
 returns text
-stable
+volatile
 language plpgsql
 as $$
 declare
+    v_type text := type_change_type(new_type);
     v_whens text;
     v_case text;
 begin
     select string_agg(format('when %L then %L::%s', m.match_value, m.new_value,
-                             new_type), ' ' order by m.match_value)
+                             v_type), ' ' order by m.match_value)
       into v_whens
-      from type_change_mapping(mapping, new_type, fold, true) as m;
+      from type_change_mapping(mapping, v_type, fold, true) as m;
 
     v_case := format(
         'case %s %s else public.type_change_unmapped(%L, %L, (%s)::text)::%s end',
         type_change_match_expr(column_expr, fold), v_whens,
-        table_label, column_name, column_expr, new_type);
+        table_label, column_name, column_expr, v_type);
     if keep_nulls then
         v_case := format('case when (%s) is null then null::%s else %s end',
-                         column_expr, new_type, v_case);
+                         column_expr, v_type, v_case);
     end if;
     -- Parenthesised: PL/pgSQL ends an IF condition at the first THEN it meets.
     return '(' || v_case || ')';
 end;
 $$;
 
-comment on function type_change_case(text, json, regtype, boolean, boolean, text, name)
+comment on function type_change_case(text, json, text, boolean, boolean, text, name)
 is 'SQL text of the CASE converting a column through a type change mapping; its ELSE '
    'raises through type_change_unmapped.';
 
@@ -262,16 +388,18 @@ create or replace function type_change_check_values(
     table_name regclass,
     column_name name,
     mapping json,
-    new_type regtype,
+    new_type text,
     fold boolean,
     keep_nulls boolean
 )
 returns table (old_value text, new_value text, row_count bigint)
-stable
+volatile
 language plpgsql
 as $$
 declare
     v_keys text[];
+    v_old text[];
+    v_new text[];
     v_counts jsonb := '{}';
     v_unmapped text[] := '{}';
     v_unmapped_rows bigint := 0;
@@ -280,7 +408,8 @@ declare
     v_has_null boolean := false;
     v_listed constant integer := 50;
 begin
-    select array_agg(m.match_value) into v_keys
+    select array_agg(m.match_value), array_agg(m.old_value), array_agg(m.new_value)
+      into v_keys, v_old, v_new
       from type_change_mapping(mapping, new_type, fold, true) as m;
 
     for v_row in execute format(
@@ -335,12 +464,12 @@ begin
     return query
         select m.old_value, m.new_value,
                coalesce((v_counts ->> m.match_value)::bigint, 0)
-          from type_change_mapping(mapping, new_type, fold, true) as m
+          from unnest(v_keys, v_old, v_new) as m (match_value, old_value, new_value)
          order by m.old_value;
 end;
 $$;
 
-comment on function type_change_check_values(regclass, name, json, regtype, boolean, boolean)
+comment on function type_change_check_values(regclass, name, json, text, boolean, boolean)
 is 'Check every value of a column against a type change mapping. Raises (SQLSTATE '
    '23514) listing each unmapped value with its row count; otherwise returns the rows '
    'per key.';
@@ -400,7 +529,7 @@ comment on function type_change_lock(regclass, interval) is
 create or replace function change_column_type(
     table_name regclass,
     column_name name,
-    new_type regtype,
+    new_type text,
     mapping json,
     fold_case_and_space boolean default false,
     keep_nulls boolean default false,
@@ -415,6 +544,8 @@ language plpgsql
 as $$
 declare
     v_att pg_attribute;
+    v_type text;
+    v_case text;
     v_old text[];
     v_new text[];
     v_rows bigint[];
@@ -427,8 +558,12 @@ begin
                         'not be null' using errcode = 'invalid_parameter_value';
     end if;
     v_att := type_change_column(table_name, column_name);
-    perform from type_change_mapping(mapping, new_type, fold_case_and_space,
+    v_type := type_change_type(new_type);
+    perform from type_change_mapping(mapping, v_type, fold_case_and_space,
                                      allow_many_to_one);
+    v_case := type_change_case(quote_ident(column_name), mapping, v_type,
+                               fold_case_and_space, keep_nulls, table_name::text,
+                               column_name);
     perform type_change_set_lock_timeout(lock_timeout);
 
     perform type_change_lock(table_name, lock_timeout);
@@ -437,23 +572,20 @@ begin
     -- Every value is checked under the lock, so no row can change in between.
     select array_agg(c.old_value), array_agg(c.new_value), array_agg(c.row_count)
       into v_old, v_new, v_rows
-      from type_change_check_values(table_name, column_name, mapping, new_type,
+      from type_change_check_values(table_name, column_name, mapping, v_type,
                                     fold_case_and_space, keep_nulls) as c;
 
     execute format('alter table %s alter column %I type %s using %s',
-        table_name, column_name, new_type,
-        type_change_case(quote_ident(column_name), mapping, new_type,
-                         fold_case_and_space, keep_nulls, table_name::text,
-                         column_name));
+                   table_name, column_name, v_type, v_case);
 
     raise notice 'converted column % of table % to %; held its ACCESS EXCLUSIVE lock '
-                 'for % ms', quote_ident(column_name), table_name, new_type,
+                 'for % ms', quote_ident(column_name), table_name, v_type,
         round((extract(epoch from clock_timestamp() - v_locked_at) * 1000)::numeric, 1);
     return query select * from unnest(v_old, v_new, v_rows);
 end;
 $$;
 
-comment on function change_column_type(regclass, name, regtype, json, boolean, boolean,
+comment on function change_column_type(regclass, name, text, json, boolean, boolean,
                                        boolean, interval) is
 $$Change a column's type in place through an explicit mapping, or change nothing.
 
@@ -467,8 +599,10 @@ ALTER TABLE ... TYPE ... USING CASE converts the column; that CASE's ELSE raises
 Old values are matched by their exact text form; fold_case_and_space => true matches
 them trimmed of surrounding whitespace and upper-cased. NULLs are refused unless
 keep_nulls => true keeps them NULL. Two keys with one new value are refused unless
-allow_many_to_one => true. Returns the rows converted per key. The column must have no
-default. Large or busy tables: see type_change_online_start. docs/type-changes.md.$$;
+allow_many_to_one => true. new_type is text and keeps a modifier ('varchar(3)'); a
+mapped value the modifier would cut or round is refused. Returns the rows converted per
+key. The column must have no default. Large or busy tables: see
+type_change_online_start. docs/type-changes.md.$$;
 
 
 -- Online path --------------------------------------------------------------------
@@ -553,7 +687,7 @@ comment on function type_change_online_find(regclass, name) is
 create or replace function type_change_online_start(
     table_name regclass,
     column_name name,
-    new_type regtype,
+    new_type text,
     mapping json,
     new_column name default null,
     fold_case_and_space boolean default false,
@@ -568,6 +702,7 @@ language plpgsql
 as $$
 declare
     v_att pg_attribute;
+    v_type text;
     v_old_type text;
     v_new name;
     v_new_attnum smallint;
@@ -584,8 +719,9 @@ begin
     end if;
     v_att := type_change_column(table_name, column_name);
     v_old_type := format_type(v_att.atttypid, v_att.atttypmod);
+    v_type := type_change_type(new_type);
     -- Both directions are needed, so the mapping must be one-to-one.
-    perform from type_change_mapping(mapping, new_type, fold_case_and_space, false);
+    perform from type_change_mapping(mapping, v_type, fold_case_and_space, false);
     perform type_change_set_lock_timeout(lock_timeout);
 
     if new_column is null and octet_length(column_name) > 59 then
@@ -608,28 +744,39 @@ begin
     -- Refuse early, before any lock, if a stored value is not mapped. Rows written
     -- after this read are checked by the trigger, the backfill and the in-step
     -- constraint's validation.
-    perform from type_change_check_values(table_name, column_name, mapping, new_type,
+    perform from type_change_check_values(table_name, column_name, mapping, v_type,
                                           fold_case_and_space, keep_nulls);
 
-    -- New value -> key as given: the way back for rows written by new code.
+    -- New value -> key as given: the way back for rows written by new code. The keys
+    -- must fit the old column's type as it is, modifier included, and stay distinct
+    -- in it (keys '3' and '03' of an integer column cannot both be written back).
     select json_object_agg(m.new_value, m.old_value) into v_reverse
-      from type_change_mapping(mapping, new_type, fold_case_and_space, false) as m;
+      from type_change_mapping(mapping, v_type, fold_case_and_space, false) as m;
+    begin
+        perform from type_change_mapping(v_reverse, v_old_type, false, false);
+    exception when invalid_parameter_value then
+        raise exception 'mapping cannot be reversed into column % (%): %',
+            quote_ident(column_name), v_old_type, sqlerrm
+            using errcode = 'invalid_parameter_value',
+                  hint = 'The trigger writes each key back into the old column for '
+                         'rows new code writes: every key must fit it unchanged.';
+    end;
 
     perform type_change_lock(table_name, lock_timeout);
 
-    execute format('alter table %s add column %I %s', table_name, v_new, new_type);
+    execute format('alter table %s add column %I %s', table_name, v_new, v_type);
     select attnum into v_new_attnum from pg_attribute
      where attrelid = table_name and attname = v_new;
     execute format('comment on column %s.%I is %L', table_name, v_new,
         format('Online type change of %I to %s in progress: kept in step with it by '
                'trigger zz_type_change_sync_%s; type_change_online_finish swaps it in.',
-               column_name, new_type, v_att.attnum));
+               column_name, v_type, v_att.attnum));
 
     -- Constraints that every write keeps from now on, validated before the swap (a
     -- scan that blocks no reader or writer) so the swap itself scans nothing.
     execute format('alter table %s add constraint %I check (%I is not distinct from %s) '
                    'not valid', table_name, 'type_change_in_step_' || v_new_attnum,
-        v_new, type_change_case(quote_ident(column_name), mapping, new_type,
+        v_new, type_change_case(quote_ident(column_name), mapping, v_type,
                                 fold_case_and_space, keep_nulls, v_label,
                                 column_name));
     if v_att.attnotnull then
@@ -638,13 +785,11 @@ begin
                        v_new);
     end if;
 
-    v_forward := type_change_case('new.' || quote_ident(column_name), mapping, new_type,
+    v_forward := type_change_case('new.' || quote_ident(column_name), mapping, v_type,
                                   fold_case_and_space, keep_nulls, v_label,
                                   column_name);
-    v_backward := format('(%s)::%s',
-        type_change_case('new.' || quote_ident(v_new), v_reverse,
-                         v_old_type::regtype, false, keep_nulls, v_label, v_new),
-        v_old_type);
+    v_backward := type_change_case('new.' || quote_ident(v_new), v_reverse, v_old_type,
+                                   false, keep_nulls, v_label, v_new);
 
     v_function := format('type_change_sync_%s_%s', table_name::oid, v_att.attnum);
     v_trigger := format('zz_type_change_sync_%s', v_att.attnum);
@@ -704,7 +849,7 @@ $f$, v_function, column_name, v_new, v_forward, v_backward, column_name, v_new,
 end;
 $$;
 
-comment on function type_change_online_start(regclass, name, regtype, json, name,
+comment on function type_change_online_start(regclass, name, text, json, name,
                                              boolean, boolean, interval) is
 $$Start changing a column's type without rewriting the table under a long lock.
 
@@ -713,7 +858,8 @@ $$Start changing a column's type without rewriting the table under a long lock.
 
 Adds new_column (default <column>_new) of new_type, a BEFORE trigger keeping both in
 step whichever one a client writes (an unmapped old value raises), and NOT VALID check
-constraints (in step; not null when the old column is). The mapping must be one-to-one.
+constraints (in step; not null when the old column is). The mapping must be one-to-one,
+and its keys must fit the old column as they are (they are written back into it).
 Then: fill the new column in batches (pgzen backfill type-change, or
 type_change_online_backfill), and call type_change_online_finish for the short swap.
 Same mapping rules as change_column_type. docs/type-changes.md.$$;

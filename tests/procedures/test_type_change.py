@@ -72,7 +72,7 @@ def snapshot(conn: psycopg.Connection[Any], table: str) -> tuple[Any, ...]:
 RISK = json.dumps({"HIGH": 3, "MEDIUM": 2, "LOW": 1})
 CALL = (
     "select old_value, new_value, row_count"
-    "  from change_column_type(%s::regclass, %s, %s::regtype, %s::json"
+    "  from change_column_type(%s::regclass, %s, %s::text, %s::json"
 )
 
 
@@ -284,6 +284,138 @@ def test_refuses_a_missing_table_column_or_type(conn, make_ratings):
         "rating",
         errors.UndefinedObject,
         lambda: convert(conn, "rating", "rating", "intgr", RISK),
+    )
+
+
+def test_a_varchar_target_keeps_its_length(conn, make_ratings):
+    """varchar(3) converts to character varying(3), not to an unlimited varchar."""
+    make_ratings(["HIGH", "LOW", "MEDIUM"])
+    codes = json.dumps({"HIGH": "HI", "MEDIUM": "MED", "LOW": "LO"})
+
+    rows = convert(conn, "rating", "rating", "varchar(3)", codes)
+
+    assert rows == [("HIGH", "HI", 1), ("LOW", "LO", 1), ("MEDIUM", "MED", 1)]
+    assert column_type(conn, "rating", "rating") == "character varying(3)"
+    values = conn.execute("select rating from rating order by id").fetchall()
+    assert values == [("HI",), ("LO",), ("MED",)]
+
+
+def test_a_numeric_target_keeps_its_precision_and_scale(conn, make_ratings):
+    """numeric(5,2) keeps both; new values come back in the column's scale."""
+    make_ratings(["HIGH", "LOW", "MEDIUM"])
+    weights = json.dumps({"HIGH": 3.5, "MEDIUM": 2, "LOW": "1.25"})
+
+    rows = convert(conn, "rating", "rating", "numeric(5,2)", weights)
+
+    assert rows == [("HIGH", "3.50", 1), ("LOW", "1.25", 1), ("MEDIUM", "2.00", 1)]
+    assert column_type(conn, "rating", "rating") == "numeric(5,2)"
+    values = conn.execute("select rating::text from rating order by id").fetchall()
+    assert values == [("3.50",), ("1.25",), ("2.00",)]
+
+
+CUT_OR_ROUNDED = [
+    ("varchar(3)", {"HIGH": "abcd"}, "'abcd' for 'HIGH' would be stored as 'abc'"),
+    ("numeric(5,2)", {"HIGH": 1.239}, "'1.239' for 'HIGH' would be stored as '1.24'"),
+    ("character(2)", {"HIGH": "abc"}, "'abc' for 'HIGH' would be stored as 'ab'"),
+    ("varchar(2)[]", {"HIGH": "{abc}"}, "'{abc}' for 'HIGH' would be stored as '{ab}'"),
+    ("timestamp(0)", {"HIGH": "2024-01-01 10:00:00.6"}, "as '2024-01-01 10:00:01'"),
+    ("short_code", {"HIGH": "abcd"}, "'abcd' for 'HIGH' would be stored as 'abc'"),
+]
+
+
+def test_refuses_a_value_the_type_modifier_would_cut_or_round(conn, make_ratings):
+    """A mapped value that a modifier (or a domain's) would change is refused."""
+    make_ratings(["HIGH"])
+    conn.execute("create domain short_code as varchar(3)")
+
+    for new_type, mapping, message in CUT_OR_ROUNDED:
+        error = refused(
+            conn,
+            "rating",
+            errors.InvalidParameterValue,
+            lambda new_type=new_type, mapping=mapping: convert(
+                conn, "rating", "rating", new_type, json.dumps(mapping)
+            ),
+        )
+        assert message in str(error), new_type
+        assert "may not cut or round" in error.diag.message_hint
+
+
+CANONICAL_TYPES = [
+    ("integer", "integer"),
+    ("int4", "integer"),
+    ("pg_catalog.int8", "bigint"),
+    ("varchar(3)", "character varying(3)"),
+    ("VARCHAR ( 3 )", "character varying(3)"),
+    ("varchar(3)[]", "character varying(3)[]"),
+    ("numeric(5,2)", "numeric(5,2)"),
+    ("char", "character(1)"),
+    ("bpchar", "bpchar"),
+    ('"char"', '"char"'),
+    ("timestamp(3) with time zone", "timestamp(3) with time zone"),
+    ("interval second(2)", "interval second(2)"),
+    ("int -- a comment", "integer"),
+    ("int /* a comment */", "integer"),
+    ("mood", "mood"),
+    ("mood[]", "mood[]"),
+    ('"Odd; type"', '"Odd; type"'),
+]
+
+
+def test_type_change_type_spells_a_type_canonically(conn):
+    """type_change_type keeps the modifier and spells the type as format_type does."""
+    conn.execute("create type mood as enum ('sad', 'fine')")
+    conn.execute('create domain "Odd; type" as varchar(3)')
+
+    for written, canonical in CANONICAL_TYPES:
+        spelt = conn.execute("select type_change_type(%s)", [written]).fetchone()[0]
+        assert spelt == canonical, written
+    probe = conn.execute("select to_regclass('pg_temp.type_change_type_probe')")
+    assert probe.fetchone() == (None,)
+
+
+BAD_TYPES = [
+    ("int; drop table person", errors.SyntaxError),
+    ("int) ; select 1 --", errors.SyntaxError),
+    ("varchar(3)) --", errors.SyntaxError),
+    ("int -- a comment\n; drop table person", errors.SyntaxError),
+    ("int /* unterminated", errors.SyntaxError),
+    ("numeric((select 5))", errors.SyntaxError),
+    ("setof integer", errors.SyntaxError),
+    ("mood(3)", errors.SyntaxError),
+    ("23", errors.SyntaxError),
+    ("-", errors.SyntaxError),
+    ("", errors.SyntaxError),
+    ('"int; drop table person"', errors.UndefinedObject),
+    ("intgr", errors.UndefinedObject),
+    ("varchar(0)", errors.InvalidParameterValue),
+    (None, errors.InvalidParameterValue),
+]
+
+
+def test_refuses_a_target_type_that_is_not_one_type_name(conn, make_ratings):
+    """Injection-looking, unknown or NULL types are clear errors that change nothing."""
+    make_ratings(["HIGH"])
+    conn.execute("create type mood as enum ('sad', 'fine')")
+
+    for new_type, error_class in BAD_TYPES:
+        error = refused(
+            conn,
+            "rating",
+            error_class,
+            lambda new_type=new_type: convert(conn, "rating", "rating", new_type, RISK),
+        )
+        if error_class is errors.SyntaxError:
+            assert str(error).startswith("invalid target type '"), new_type
+    assert conn.execute("select to_regclass('person')").fetchone()[0] is not None
+    error = refused(
+        conn,
+        "rating",
+        errors.SyntaxError,
+        lambda: convert(conn, "rating", "rating", "int; drop table person", RISK),
+    )
+    assert str(error).splitlines()[0] == (
+        "invalid target type 'int; drop table person': syntax error at or near \";\""
     )
 
 

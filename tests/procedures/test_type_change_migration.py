@@ -85,3 +85,48 @@ def test_an_unmapped_rating_stops_the_migration_and_changes_nothing(conn, pg_tar
     assert conn.execute("select array_agg(risk) from defect").fetchone() == (
         [3, 3, 3, 3],
     )
+
+
+# The functions that took the target type as regtype before it became text.
+REGTYPE_OVERLOADS = """
+    select p.oid::regprocedure::text from pg_proc as p
+     where p.pronamespace = 'public'::regnamespace
+       and p.proname in ('change_column_type', 'type_change_online_start',
+                         'type_change_check_values', 'type_change_case',
+                         'type_change_mapping')
+       and 'regtype'::regtype = any (p.proargtypes::oid[])
+"""
+
+
+def test_migrate_drops_the_regtype_versions_an_earlier_release_left(conn, pg_target):
+    """Only the text versions remain: a regtype overload would make calls ambiguous."""
+    # The signatures an earlier release created, bodies aside.
+    for name, arguments in [
+        (
+            "change_column_type",
+            "regclass, name, regtype, json, boolean, boolean, boolean, interval",
+        ),
+        (
+            "type_change_online_start",
+            "regclass, name, regtype, json, name, boolean, boolean, interval",
+        ),
+        ("type_change_check_values", "regclass, name, json, regtype, boolean, boolean"),
+        ("type_change_case", "text, json, regtype, boolean, boolean, text, name"),
+        ("type_change_mapping", "json, regtype, boolean, boolean"),
+    ]:
+        conn.execute(
+            f"create function {name}({arguments}) returns void"
+            " language plpgsql as 'begin end'"
+        )
+    assert len(conn.execute(REGTYPE_OVERLOADS).fetchall()) == 5
+
+    migrate(pg_target)
+
+    assert conn.execute(REGTYPE_OVERLOADS).fetchall() == []
+    # A type written as an untyped literal, as psql users write it, resolves.
+    conn.execute("create table grading (grade text); insert into grading values ('A')")
+    rows = conn.execute(
+        "select * from change_column_type('grading', 'grade', 'varchar(1)',"
+        """ '{"A": "a"}')"""
+    ).fetchall()
+    assert rows == [("A", "a", 1)]

@@ -21,13 +21,15 @@ snapshot = in_place.snapshot
 RISK = json.dumps({"HIGH": 3, "MEDIUM": 2, "LOW": 1})
 
 
-def start(conn, table="rating", column="rating", mapping=RISK, **options):
+def start(
+    conn, table="rating", column="rating", mapping=RISK, new_type="integer", **options
+):
     extra = "".join(f", {name} => %s" for name in options)
     return conn.execute(
-        "select type_change_online_start(%s::regclass, %s, 'integer', %s::json"
+        "select type_change_online_start(%s::regclass, %s, %s::text, %s::json"
         + extra
         + ")",
-        [table, column, mapping, *options.values()],
+        [table, column, new_type, mapping, *options.values()],
     ).fetchone()[0]
 
 
@@ -239,11 +241,63 @@ def test_start_refuses_what_the_in_place_path_refuses(conn, make_ratings):
         start(conn, column="rating; drop table person")
     with pytest.raises((errors.UndefinedTable, errors.InvalidName)):
         start(conn, table='rating"; drop table person; --')
+    with pytest.raises(errors.SyntaxError, match="invalid target type"):
+        start(conn, new_type="integer; drop table person")
+    with pytest.raises(errors.InvalidParameterValue, match=r"stored as '1\.24'"):
+        start(conn, mapping='{"HIGH": 1.239, "URGENT": 4}', new_type="numeric(5,2)")
     assert snapshot(conn, "rating") == before
+    assert conn.execute("select to_regclass('person')").fetchone()[0] is not None
 
     start(conn, mapping='{"HIGH": 3, "URGENT": 4}')
     with pytest.raises(errors.ObjectNotInPrerequisiteState, match="already in"):
         start(conn, mapping='{"HIGH": 3, "URGENT": 4}', new_column="other")
+
+
+def test_the_online_path_keeps_a_type_modifier(conn, make_ratings):
+    """numeric(5,2) holds for the new column, both trigger directions and the swap."""
+    make_ratings(["HIGH", "LOW"], not_null=True)
+    weights = json.dumps({"HIGH": 3.5, "MEDIUM": 2, "LOW": "1.25"})
+    start(conn, mapping=weights, new_type="numeric(5,2)")
+    type_of_new = (
+        "select format_type(atttypid, atttypmod) from pg_attribute"
+        " where attrelid = 'rating'::regclass and attname = %s"
+    )
+    assert conn.execute(type_of_new, ["rating_new"]).fetchone() == ("numeric(5,2)",)
+
+    conn.execute("insert into rating (rating) values ('MEDIUM')")
+    conn.execute("insert into rating (rating_new) values (1.25)")
+    backfill_all(conn)
+    finish(conn)
+
+    assert conn.execute(type_of_new, ["rating"]).fetchone() == ("numeric(5,2)",)
+    assert rows(conn, "id, rating::text") == [
+        (1, "3.50"),
+        (2, "1.25"),
+        (3, "2.00"),
+        (4, "1.25"),
+    ]
+
+
+def test_start_refuses_keys_the_old_columns_modifier_would_cut(conn, make_ratings):
+    """Keys are written back into the old column, so they must fit its modifier."""
+    make_ratings(["HIGH", "LOW"], not_null=True)
+    conn.execute("alter table rating alter column rating type varchar(4)")
+    before = snapshot(conn, "rating")
+
+    with pytest.raises(errors.InvalidParameterValue) as caught:
+        start(conn)
+
+    assert str(caught.value).splitlines()[0] == (
+        "mapping cannot be reversed into column rating (character varying(4)):"
+        " mapping value 'MEDIUM' for '2' would be stored as 'MEDI' in"
+        " character varying(4)"
+    )
+    assert snapshot(conn, "rating") == before
+    assert conn.execute("select * from type_change_online_pending()").fetchall() == []
+
+    start(conn, mapping='{"HIGH": 3, "LOW": 1}')
+    conn.execute("insert into rating (rating_new) values (1)")
+    assert rows(conn, "rating") == [("HIGH",), ("LOW",), ("LOW",)]
 
 
 def test_abort_leaves_the_table_as_it_was(conn, make_ratings):
