@@ -474,6 +474,85 @@ def test_unittest_testcase_under_pytest(run):
 
 
 # ---------------------------------------------------------------------------
+# Blocks in threads
+
+THREADED = """
+import threading
+
+started = threading.Event()
+release = threading.Event()
+worker = []
+
+
+def check_later():
+    with expected_failure({reason!r}):
+        started.set()
+        release.wait(10)
+        assert {holds}
+
+
+def test_starts_a_thread_it_never_joins():
+    worker.append(threading.Thread(target=check_later))
+    worker[0].start()
+    started.wait(10)
+
+
+def test_runs_while_the_block_ends():
+    release.set()
+    worker[0].join(10)
+"""
+
+
+def test_block_in_a_joined_thread_is_reported_with_its_test(run):
+    """A block run by a thread the test joins is reported as the test's own."""
+    result, source = run(
+        """
+        import threading
+
+        def test_page():
+            def check():
+                with expected_failure("rendered off the main thread"):
+                    assert False
+            thread = threading.Thread(target=check)
+            thread.start()
+            thread.join()
+        """
+    )
+
+    line = line_of(source, "with expected_failure")
+    result.assert_outcomes(passed=1, xfailed=1)
+    result.stdout.fnmatch_lines([f"XFAIL test_sample.py::test_page[[]*:{line}[]]*"])
+
+
+def test_strict_pass_after_its_test_ended_fails_the_session(run):
+    """A block ending after its test is listed at the end; a strict pass fails."""
+    result, source = run(THREADED.format(reason="fixed upstream?", holds=True))
+
+    line = line_of(source, "with expected_failure")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*expected_failure blocks that outlived their test*",
+            "FAILED test_sample.py::test_starts_a_thread_it_never_joins"
+            f"[[]expected_failure:{line}[]] at test_sample.py:{line}:"
+            " [[]XPASS(strict)[]] fixed upstream? (it ended after its test*",
+        ]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_expected_failure_after_its_test_ended_is_listed_and_passes(run):
+    """A block failing as expected after its test is listed; the run stays green."""
+    result, _ = run(THREADED.format(reason="known gap", holds=False))
+
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        ["XFAILED test_sample.py::test_starts_a_thread_it_never_joins*known gap*"]
+    )
+    assert result.ret == pytest.ExitCode.OK
+
+
+# ---------------------------------------------------------------------------
 # Terminal
 
 
