@@ -265,6 +265,7 @@ def main() -> None:
     parser.add_argument("--shifts", type=int, default=2_000_000)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--split-rows", type=int, default=500_000)
+    parser.add_argument("--split-rounds", type=int, default=3)
     parser.add_argument("--naive-budget", type=float, default=120.0)
     parser.add_argument("--skip-workers", action="store_true")
     parser.add_argument(
@@ -333,11 +334,29 @@ def main() -> None:
                 f" ratio to single {plain / single:.2f}"
             )
 
-            costs = split_costs(conn, min(args.split_rows, args.shifts))
+            # One split is a few seconds of four statements, within this machine's
+            # drift of a fifth: the median of rounds, each printed.
+            splits = [
+                split_costs(conn, min(args.split_rows, args.shifts))
+                for _ in range(args.split_rounds)
+            ]
+            for costs in splits:
+                print(
+                    "  split round, per row (us): read {read:.2f}, computation"
+                    " {compute:.2f} (straightforward {compute_straightforward:.2f}),"
+                    " FK check {fk_check:.2f}, write {write:.2f}".format(**costs)
+                )
+            costs = {
+                key: statistics.median(split[key] for split in splits)
+                for key in splits[0]
+            }
             print(
-                "per row (us): read {read:.2f}, computation {compute:.2f}"
-                " (straightforward {compute_straightforward:.2f}),"
-                " FK check {fk_check:.2f}, write {write:.2f}".format(**costs)
+                f"per row (us), median of {len(splits)} rounds: read {{read:.2f}},"
+                " computation {compute:.2f} (straightforward"
+                " {compute_straightforward:.2f}), FK check {fk_check:.2f},"
+                " write {write:.2f}; computation / write {ratio:.2f}".format(
+                    ratio=costs["compute"] / costs["write"], **costs
+                )
             )
 
             reset(conn)
