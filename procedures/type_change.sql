@@ -684,6 +684,41 @@ comment on function type_change_online_find(regclass, name) is
 'lists it), or raise.';
 
 
+-- The primary key the backfill walks, its columns in key order, each with its type as
+-- format_type spells it (the cursor's values are cast back to exactly that).
+create or replace function type_change_primary_key(
+    table_name regclass,
+    out key_columns name[],
+    out key_types text[]
+)
+stable
+language plpgsql
+as $$
+begin
+    select array_agg(a.attname order by k.position),
+           array_agg(format_type(a.atttypid, a.atttypmod) order by k.position)
+      into key_columns, key_types
+      from pg_index as i
+     cross join lateral unnest(i.indkey::smallint[]) with ordinality
+                        as k (attnum, position)
+      join pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
+     where i.indrelid = table_name and i.indisprimary
+       and k.position <= i.indnkeyatts;
+    if key_columns is null then
+        raise exception 'table % has no primary key, which the online type change '
+                        'backfill walks in order', table_name
+            using errcode = 'object_not_in_prerequisite_state',
+                  hint = 'Add a primary key (of any columns), or convert in place '
+                         'with change_column_type.';
+    end if;
+end;
+$$;
+
+comment on function type_change_primary_key(regclass) is
+'The primary key columns of a table in key order, with their types (format_type), '
+'as the online type change backfill walks them; raises 55000 for a table without one.';
+
+
 create or replace function type_change_online_start(
     table_name regclass,
     column_name name,
@@ -718,6 +753,9 @@ begin
             using errcode = 'invalid_parameter_value';
     end if;
     v_att := type_change_column(table_name, column_name);
+    -- The backfill walks the primary key: without one, the new column could not be
+    -- filled in batches.
+    perform type_change_primary_key(table_name);
     v_old_type := format_type(v_att.atttypid, v_att.atttypmod);
     v_type := type_change_type(new_type);
     -- Both directions are needed, so the mapping must be one-to-one.
@@ -860,9 +898,117 @@ Adds new_column (default <column>_new) of new_type, a BEFORE trigger keeping bot
 step whichever one a client writes (an unmapped old value raises), and NOT VALID check
 constraints (in step; not null when the old column is). The mapping must be one-to-one,
 and its keys must fit the old column as they are (they are written back into it).
+The table needs a primary key, of one or more columns: the backfill walks it.
 Then: fill the new column in batches (pgzen backfill type-change, or
 type_change_online_backfill), and call type_change_online_finish for the short swap.
 Same mapping rules as change_column_type. docs/type-changes.md.$$;
+
+
+-- One key value as cursor text. The settings that shape a value's text are pinned,
+-- so the text reads back as the same value in any session: a job of the chain may
+-- run on a connection whose DateStyle is 'SQL, DMY'. They are PostgreSQL's defaults,
+-- so the text is what a default session prints.
+create or replace function type_change_key_text(key_value anyelement)
+returns text
+stable
+set datestyle = 'ISO'
+set intervalstyle = 'postgres'
+set extra_float_digits = 1
+language sql
+as $$
+    select key_value::text
+$$;
+
+comment on function type_change_key_text(anyelement) is
+'A primary key value as the text of an online type change backfill cursor, in the '
+'same spelling in every session (DateStyle ISO, IntervalStyle postgres, floats '
+'exact), so that casting it back gives the same value.';
+
+
+-- The cursor "after" split into one text per key column, each checked to cast to its
+-- column's type. A single-column key's cursor is the key's text (as every earlier
+-- version wrote it); a composite key's is a JSON array of the values' texts.
+create or replace function type_change_backfill_after(
+    table_name regclass,
+    after text,
+    key_columns name[],
+    key_types text[]
+)
+returns text[]
+stable
+language plpgsql
+as $$
+declare
+    v_count integer := cardinality(key_columns);
+    v_shown text;
+    v_json jsonb;
+    v_ok boolean;
+    v_values text[];
+    v_bad text;
+begin
+    if after is null then
+        return null;
+    end if;
+    -- A cursor may be a long text key: the message shows its start.
+    v_shown := quote_literal(left(after, 100))
+               || case when length(after) > 100 then '...' else '' end;
+
+    if v_count = 1 then
+        v_values := array[after];
+    else
+        begin
+            v_json := after::jsonb;
+        exception when invalid_text_representation then
+            v_json := null;
+        end;
+        -- One test at a time: SQL does not promise to stop at the first true OR
+        -- branch, and jsonb_array_length raises for anything but an array.
+        if jsonb_typeof(v_json) is distinct from 'array' then
+            v_ok := false;
+        elsif jsonb_array_length(v_json) <> v_count then
+            v_ok := false;
+        else
+            v_ok := not exists (select from jsonb_array_elements(v_json) as e
+                                 where jsonb_typeof(e) <> 'string');
+        end if;
+        if not v_ok then
+            raise exception 'invalid cursor % for table %: expected a JSON array of % '
+                            'strings, the values of its primary key (%)',
+                v_shown, table_name, v_count,
+                array_to_string(array(select quote_ident(c)
+                                        from unnest(key_columns) as c), ', ')
+                using errcode = 'invalid_parameter_value',
+                      hint = 'Pass the last_key a batch returned, or NULL to start '
+                             'from the first row.';
+        end if;
+        v_values := array(select e from jsonb_array_elements_text(v_json)
+                                        with ordinality as x (e, position)
+                           order by x.position);
+    end if;
+
+    -- Cast here, one value at a time, so that a bad one is named; the batch casts
+    -- the same bound texts the same way.
+    for i in 1 .. v_count loop
+        begin
+            execute format('select $1::%s', key_types[i]) using v_values[i];
+        exception when others then
+            get stacked diagnostics v_bad = message_text;
+            raise exception 'invalid cursor % for table %: key column % (%): %',
+                v_shown, table_name, quote_ident(key_columns[i]), key_types[i], v_bad
+                using errcode = 'invalid_parameter_value',
+                      hint = 'Pass the last_key a batch returned, or NULL to start '
+                             'from the first row.';
+        end;
+    end loop;
+    return v_values;
+end;
+$$;
+
+comment on function type_change_backfill_after(regclass, text, name[], text[]) is
+'Split an online type change backfill cursor into one text per primary key column: '
+'the key''s text for a single-column key, a JSON array of the values'' texts for a '
+'composite one. Raises 22023 for a cursor of the wrong shape or with a value its '
+'column''s type does not take.';
 
 
 -- Dropped first: an earlier version returned fewer columns.
@@ -881,8 +1027,14 @@ language plpgsql
 as $$
 declare
     v_change record;
-    v_key name;
-    v_key_type text;
+    v_key record;
+    v_after text[];
+    v_table text;
+    v_columns text;
+    v_join text;
+    v_values text;
+    v_descending text;
+    v_cursor text;
     v_filter text;
 begin
     if batch_size is null or batch_size < 1 then
@@ -890,42 +1042,63 @@ begin
             coalesce(batch_size::text, 'NULL') using errcode = 'invalid_parameter_value';
     end if;
     select * into v_change from type_change_online_find(table_name, column_name);
+    select * into v_key from type_change_primary_key(table_name);
+    v_after := type_change_backfill_after(table_name, after, v_key.key_columns,
+                                          v_key.key_types);
 
-    select a.attname, format_type(a.atttypid, a.atttypmod) into v_key, v_key_type
-      from pg_index as i
-      join pg_attribute as a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
-     where i.indrelid = table_name and i.indisprimary and i.indnkeyatts = 1;
-    -- TODO: composite keys need a row-value cursor; no pgzen table has one yet.
-    if v_key is null then
-        raise exception 'table % needs a single-column primary key for the backfill',
-            table_name using errcode = 'object_not_in_prerequisite_state';
+    -- Schema-qualified, so that a table named like one of the query's CTEs is still
+    -- the table.
+    select format('%I.%I', n.nspname, c.relname) into v_table
+      from pg_class as c join pg_namespace as n on n.oid = c.relnamespace
+     where c.oid = table_name;
+    select string_agg(format('%I', k.name), ', ' order by k.position),
+           string_agg(format('t.%1$I = batch.%1$I', k.name), ' and '
+                      order by k.position),
+           string_agg(format('($1)[%s]::%s', k.position, k.type), ', '
+                      order by k.position),
+           string_agg(format('%I desc', k.name), ', ' order by k.position),
+           string_agg(format('public.type_change_key_text(%I)', k.name), ', '
+                      order by k.position)
+      into v_columns, v_join, v_values, v_descending, v_cursor
+      from unnest(v_key.key_columns, v_key.key_types) with ordinality
+           as k (name, type, position);
+    if cardinality(v_key.key_columns) > 1 then
+        v_cursor := format('jsonb_build_array(%s)::text', v_cursor);
     end if;
 
-    -- The keyset cursor: rows after the last key of the previous batch. Touching the
-    -- old column fires the sync trigger, which fills the new one; rows it already
-    -- keeps current are skipped.
-    v_filter := case when after is null then ''
-                     else format('where %I > $1::%s', v_key, v_key_type) end;
+    -- The keyset cursor: rows whose key (a row value for a composite key) comes
+    -- after the last key of the previous batch, in primary key order, so the key's
+    -- btree serves it and no batch reads a finished row again. Touching the old
+    -- column fires the sync trigger, which fills the new one; rows it already keeps
+    -- current are skipped.
+    v_filter := case when v_after is null then ''
+                     else format('where (%s) > (%s)', v_columns, v_values) end;
     return query execute format(
         'with batch as ('
-        '    select %1$I as k from %2$s %3$s order by %1$I limit $2'
+        '    select %1$s from %2$s %3$s order by %1$s limit $2'
         '), touched as ('
         '    update %2$s as t set %4$I = t.%4$I from batch'
-        '     where t.%1$I = batch.k and t.%5$I is null and t.%4$I is not null'
+        '     where %5$s and t.%6$I is null and t.%4$I is not null'
         '    returning 1'
         ')'
-        'select count(*)::integer, max(k)::text,'
-        '       (select count(*) from touched)::integer from batch',
-        v_key, table_name, v_filter, v_change.column_name, v_change.new_column)
-        using after, batch_size;
+        'select (select count(*) from batch)::integer,'
+        '       (select %7$s from batch order by %8$s limit 1),'
+        '       (select count(*) from touched)::integer',
+        v_columns, v_table, v_filter, v_change.column_name, v_join,
+        v_change.new_column, v_cursor, v_descending)
+        using v_after, batch_size;
 end;
 $$;
 
 comment on function type_change_online_backfill(regclass, name, text, integer) is
-'Fill one batch of the new column of an online type change: the next batch_size rows '
-'by primary key after the key "after" (NULL: from the start). Returns the rows '
-'examined, the last key (the cursor for the next batch) and the rows written; a '
-'batch examining fewer than batch_size rows was the last.';
+$$Fill one batch of the new column of an online type change: the next batch_size rows
+in primary key order after the cursor "after" (NULL: from the start).
+
+Returns the rows examined, the last key (the cursor for the next batch) and the rows
+written; a batch examining fewer than batch_size rows was the last. Any primary key
+works: a single-column key's cursor is the key as text ('42'), a composite key's a
+JSON array of its values as text ('["42", "b"]'), each cast back to its column's type.
+Raises 22023 for a malformed cursor, 55000 for a table without a primary key.$$;
 
 
 create or replace function type_change_online_progress(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from psycopg import errors
+from psycopg import errors, sql
 
 from tests.procedures import test_type_change as in_place
 from tests.support.postgres import pgzen_env, run_pgzen
@@ -47,6 +50,52 @@ def backfill_all(conn, batch_size=2):
         examined, after, _ = backfill(conn, after, batch_size)
         if examined < batch_size:
             return
+
+
+def backfill_walk(conn, table, batch_size, after=None, between=None):
+    """Run batches to the end (``between`` runs before each); return their results."""
+    batches = []
+    while True:
+        if between is not None:
+            between(len(batches))
+        batch = backfill(conn, after, batch_size, table=table)
+        batches.append(batch)
+        examined, after, _ = batch
+        if examined < batch_size:
+            return batches
+
+
+@pytest.fixture
+def make_keyed(conn):
+    """Make a table ``name`` keyed by ``key`` (column, type) pairs, with a rating.
+
+    ``rows`` are the key values followed by the rating text (not null).
+    """
+
+    def make(key, rows, name="reading"):
+        conn.execute(
+            sql.SQL(
+                "create table {} ({}, rating text not null, primary key ({}))"
+            ).format(
+                sql.Identifier(name),
+                sql.SQL(", ").join(
+                    sql.SQL("{} {} not null").format(sql.Identifier(c), sql.SQL(t))
+                    for c, t in key
+                ),
+                sql.SQL(", ").join(sql.Identifier(c) for c, _ in key),
+            )
+        )
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                sql.SQL("insert into {} values ({})").format(
+                    sql.Identifier(name),
+                    sql.SQL(", ").join([sql.Placeholder()] * (len(key) + 1)),
+                ),
+                rows,
+            )
+        return name
+
+    return make
 
 
 def finish(conn, table="rating", column="rating", **options):
@@ -111,6 +160,254 @@ def test_backfill_walks_the_keyset_and_skips_rows_in_step(conn, make_ratings):
     assert conn.execute(
         "select done, remaining from type_change_online_progress('rating', 'rating')"
     ).fetchone() == (5, 0)
+
+
+ORDER_LINE = [("order_id", "integer"), ("line_no", "text")]
+ORDER_LINES = [
+    (1, "a", "HIGH"),
+    (1, "b", "LOW"),
+    (1, "c", "MEDIUM"),
+    (2, "a", "HIGH"),
+    (10, "b", "LOW"),
+]
+
+
+def test_a_two_column_key_is_converted_online_end_to_end(conn, make_keyed):
+    """The row-value cursor crosses line numbers within one order, then orders."""
+    make_keyed(ORDER_LINE, ORDER_LINES, name="order_line")
+    start(conn, table="order_line")
+
+    batches = backfill_walk(conn, "order_line", 2)
+
+    assert batches == [
+        (2, '["1", "b"]', 2),
+        (2, '["2", "a"]', 2),
+        (1, '["10", "b"]', 1),
+    ]
+    finish(conn, table="order_line")
+    assert conn.execute(
+        "select order_id, line_no, rating from order_line order by 1, 2"
+    ).fetchall() == [(1, "a", 3), (1, "b", 1), (1, "c", 2), (2, "a", 3), (10, "b", 1)]
+
+
+LABELS = [
+    "it's",
+    "a,b",
+    '(x, "y")',
+    "NULL",
+    "Zürich ☃",
+    '"]',
+    "'); drop table person; --",
+    "long " + "é" * 1000,
+]
+# A microsecond apart, and a date whose Asia/Kathmandu offset (local mean time) has
+# seconds.
+MOMENTS = [
+    datetime(2024, 3, 31, 1, 59, 59, 999999, tzinfo=UTC),
+    datetime(2024, 3, 31, 2, 0, 0, tzinfo=UTC),
+    datetime(1890, 1, 1, tzinfo=UTC),
+]
+IDS = [uuid.UUID(int=2), uuid.UUID("ffffffff-0000-4000-8000-000000000001")]
+READINGS = [
+    (label, moment, id_, ("HIGH", "LOW", "MEDIUM")[n % 3])
+    for n, (label, moment, id_) in enumerate(itertools.product(LABELS, MOMENTS, IDS))
+]
+# Each batch may run on a connection of its own: the cursor must read back the same.
+SESSIONS = [
+    ("SQL, DMY", "Asia/Kathmandu"),
+    ("German", "America/St_Johns"),
+    ("Postgres, MDY", "UTC"),
+    ("ISO, YMD", "Pacific/Chatham"),
+]
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, len(READINGS)])
+def test_a_mixed_three_column_key_converts_every_row_exactly_once(
+    conn, make_keyed, batch_size
+):
+    """Text, timestamptz and uuid keys: no row skipped or examined twice."""
+    make_keyed([("label", "text"), ("at", "timestamptz"), ("id", "uuid")], READINGS)
+    conn.execute(
+        """
+        create table touched_key (label text, at timestamptz, id uuid);
+        create function touched_key() returns trigger language plpgsql as $$
+        begin
+            insert into touched_key values (new.label, new.at, new.id);
+            return null;
+        end $$;
+        create trigger touched_key after update on reading
+            for each row execute function touched_key();
+        """
+    )
+    start(conn, table="reading")
+
+    def settings(batch):
+        datestyle, zone = SESSIONS[batch % len(SESSIONS)]
+        conn.execute(
+            "select set_config('datestyle', %s, false),"
+            "       set_config('timezone', %s, false)",
+            [datestyle, zone],
+        )
+
+    batches = backfill_walk(conn, "reading", batch_size, between=settings)
+    conn.execute("reset datestyle; reset timezone")
+
+    assert sum(examined for examined, _, _ in batches) == len(READINGS)
+    assert sum(written for _, _, written in batches) == len(READINGS)
+    assert [examined for examined, _, _ in batches[:-1]] == [batch_size] * (
+        len(batches) - 1
+    )
+    for _, cursor, _ in batches[:-1]:
+        assert [type(value) for value in json.loads(cursor)] == [str, str, str]
+    assert conn.execute(
+        "select count(*), count(distinct (label, at, id)), count(r.label)"
+        "  from touched_key left join reading as r using (label, at, id)"
+    ).fetchone() == (len(READINGS), len(READINGS), len(READINGS))
+    finish(conn, table="reading")
+    converted = conn.execute("select label, at, id, rating from reading").fetchall()
+    risk = json.loads(RISK)
+    assert sorted(converted) == sorted(
+        (label, at, id_, risk[rating]) for label, at, id_, rating in READINGS
+    )
+    assert conn.execute("select to_regclass('person')").fetchone()[0] is not None
+
+
+@pytest.mark.parametrize(
+    "key_type, keys",
+    [
+        ("text", ['["a", "b"]', "NULL", "it's, (odd)", "", "Zürich ☃"]),
+        ("uuid", [uuid.UUID(int=n) for n in (3, 1, 2)]),
+        (
+            "timestamptz",
+            [
+                datetime(2024, 1, 1, tzinfo=UTC) + timedelta(microseconds=n)
+                for n in (2, 0, 1)
+            ],
+        ),
+        ("numeric", ["1.10", "-0.000001", "1e20"]),
+    ],
+)
+def test_a_single_column_key_keeps_its_plain_text_cursor(
+    conn, make_keyed, key_type, keys
+):
+    """A single key of any type is walked with the key's own text as the cursor."""
+    make_keyed([("k", key_type)], [(key, "HIGH") for key in keys])
+    start(conn, table="reading")
+    texts = conn.execute("select k::text from reading order by k").fetchall()
+
+    batches = backfill_walk(conn, "reading", 1)
+
+    assert [cursor for _, cursor, _ in batches] == [t for (t,) in texts] + [None]
+
+
+def test_an_in_flight_single_column_cursor_continues(conn, make_ratings):
+    """A job queued by the previous version, with its plain text key, goes on."""
+    make_ratings(["HIGH", "LOW", "MEDIUM", "HIGH", "LOW"], not_null=True)
+    start(conn)
+
+    # The previous version returned the last key as text: "3" after rows 1 to 3.
+    assert backfill_walk(conn, "rating", 2, after="3") == [(2, "5", 2), (0, None, 0)]
+    assert rows(conn, "id, rating_new") == [
+        (1, None),
+        (2, None),
+        (3, None),
+        (4, 3),
+        (5, 1),
+    ]
+
+
+KEY_SHAPE = (
+    "expected a JSON array of 2 strings, the values of its primary key"
+    " (order_id, line_no)"
+)
+
+
+@pytest.mark.parametrize(
+    "cursor, message",
+    [
+        ("not json", KEY_SHAPE),
+        ("1", KEY_SHAPE),
+        ('{"order_id": "1", "line_no": "a"}', KEY_SHAPE),
+        ('["1"]', KEY_SHAPE),
+        ('["1", "a", "b"]', KEY_SHAPE),
+        ('[1, "a"]', KEY_SHAPE),
+        ('["1", null]', KEY_SHAPE),
+        (
+            '["1); drop table person; --", "a"]',
+            "key column order_id (integer): invalid input syntax for type integer:"
+            ' "1); drop table person; --"',
+        ),
+    ],
+)
+def test_a_malformed_composite_cursor_is_refused_clearly(
+    conn, make_keyed, cursor, message
+):
+    """A cursor that is not the key's values as a JSON array names what is wrong."""
+    make_keyed(ORDER_LINE, ORDER_LINES, name="order_line")
+    start(conn, table="order_line")
+    before = snapshot(conn, "order_line")
+
+    with pytest.raises(errors.InvalidParameterValue) as caught:
+        backfill(conn, cursor, 2, table="order_line")
+
+    assert str(caught.value).splitlines()[0] == (
+        f"invalid cursor '{cursor}' for table order_line: {message}"
+    )
+    assert snapshot(conn, "order_line") == before
+    assert conn.execute("select to_regclass('person')").fetchone()[0] is not None
+
+
+def test_a_malformed_single_column_cursor_is_refused_clearly(conn, make_ratings):
+    """A key its column's type does not take is named, a long one cut short."""
+    make_ratings(["HIGH", "LOW"], not_null=True)
+    start(conn)
+    before = snapshot(conn, "rating")
+
+    with pytest.raises(errors.InvalidParameterValue) as caught:
+        backfill(conn, "abc", 2)
+    assert str(caught.value).splitlines()[0] == (
+        "invalid cursor 'abc' for table rating: key column id (bigint):"
+        ' invalid input syntax for type bigint: "abc"'
+    )
+    with pytest.raises(errors.InvalidParameterValue) as caught:
+        backfill(conn, "9" * 500, 2)
+    assert str(caught.value).startswith(f"invalid cursor '{'9' * 100}'... for table")
+    assert snapshot(conn, "rating") == before
+
+
+def test_a_cursor_value_with_quotes_is_data_not_sql(conn, make_keyed):
+    """A text key value that looks like SQL is compared as a value, nothing more."""
+    make_keyed(ORDER_LINE, ORDER_LINES, name="order_line")
+    start(conn, table="order_line")
+
+    examined, last_key, _ = backfill(
+        conn, '["1", "a\'); drop table person; --"]', 10, table="order_line"
+    )
+
+    assert (examined, last_key) == (4, '["10", "b"]')
+    assert conn.execute("select to_regclass('person')").fetchone()[0] is not None
+
+
+def test_a_table_without_a_primary_key_is_refused(conn, make_ratings):
+    """Start refuses a table without a primary key, and so does a batch."""
+    conn.execute("create table loose (rating text not null)")
+    conn.execute("insert into loose values ('HIGH')")
+    before = snapshot(conn, "loose")
+
+    with pytest.raises(
+        errors.ObjectNotInPrerequisiteState, match="table loose has no primary key"
+    ):
+        start(conn, table="loose")
+    assert snapshot(conn, "loose") == before
+
+    # Dropped after start: the batch says so instead of guessing an order.
+    make_ratings(["HIGH"], not_null=True)
+    start(conn)
+    conn.execute("alter table rating drop constraint rating_pkey")
+    with pytest.raises(
+        errors.ObjectNotInPrerequisiteState, match="table rating has no primary key"
+    ):
+        backfill(conn, None, 10)
 
 
 def test_finish_refuses_until_every_row_is_backfilled(conn, make_ratings):

@@ -25,11 +25,27 @@ def online_change(db: None) -> str:
     return "grading"
 
 
-def jobs() -> list[tuple[str, dict]]:
+@pytest.fixture
+def composite_change(db: None) -> str:
+    """A table keyed by (sheet, line) with an online change to integer started."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "create table grading_line (sheet integer, line text, grade text not null,"
+            "                           primary key (sheet, line));"
+            " insert into grading_line values (1, 'a', 'A'), (1, 'b', 'B'),"
+            "   (1, 'c', 'A'), (2, 'a', 'B'), (2, 'b', 'A');"
+            " select type_change_online_start('grading_line', 'grade', 'integer',"
+            '                                 \'{"A": 1, "B": 2}\')'
+        )
+    return "grading_line"
+
+
+def jobs(lock: str = "type-change:grading.grade") -> list[tuple[str, dict]]:
     with connection.cursor() as cursor:
         cursor.execute(
             "select status, args from procrastinate_jobs"
-            " where queueing_lock = 'type-change:grading.grade' order by id"
+            " where queueing_lock = %s order by id",
+            [lock],
         )
         return [(status, json.loads(args)) for status, args in cursor.fetchall()]
 
@@ -71,3 +87,27 @@ def test_the_watchdog_resumes_a_failed_chain_from_its_cursor(online_change):
     type_change_backfill_watchdog(timestamp=0)
 
     assert jobs() == [("failed", args), ("todo", args)]
+
+
+def test_a_composite_key_chain_passes_its_json_cursor_on(composite_change):
+    """Over a (sheet, line) key each job queues the next after the last row value."""
+    lock = "type-change:grading_line.grade"
+    args = {"table": "grading_line", "column": "grade", "after": None, "batch_size": 2}
+    cursors = []
+    while True:
+        type_change_backfill(**args)
+        queued = [job for status, job in jobs(lock) if status == "todo"]
+        if not queued:
+            break
+        (args,) = queued
+        cursors.append(args["after"])
+        # The worker takes the job: it leaves todo, freeing the queueing lock.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "update procrastinate_jobs set status = 'doing'"
+                " where queueing_lock = %s and status = 'todo'",
+                [lock],
+            )
+
+    assert cursors == ['["1", "b"]', '["2", "a"]']
+    assert progress().remaining == 0
