@@ -16,9 +16,11 @@ Guards, each a clear form error and nothing saved:
   deleted meanwhile), an id on a new row, or the same id twice;
 - a duplicate or stale submit. An edit form carries the *version* of what it showed
   (a digest of the person and their addresses as read); if the stored state differs
-  when it comes back, nothing is saved and the page shows the current state. A create
-  form carries a signed person id allocated when the page was shown, and the person is
-  inserted with that id, so a second submit of the same form hits the primary key.
+  when it comes back, nothing is saved and the page shows the current state, with
+  what was submitted that differs from it (:meth:`PersonForm.differences`), so
+  nothing typed is lost. A create form carries a signed person id allocated when the
+  page was shown, and the person is inserted with that id, so a second submit of the
+  same form hits the primary key.
 - a row refused by a constraint: the constraint's name is mapped to a message on the
   failing field (:data:`CONSTRAINT_ERRORS`).
 """
@@ -191,6 +193,11 @@ class AddressIdField(forms.Field):
         return False
 
 
+# What a person types in an address row. Not AddressForm._meta.fields: the inline
+# formset appends its foreign key to that list.
+ADDRESS_FIELDS = ("street", "suburb", "postcode", "country")
+
+
 class AddressForm(forms.ModelForm):
     """One address row. ``number`` is its 1-based position, for labels."""
 
@@ -201,7 +208,7 @@ class AddressForm(forms.ModelForm):
 
     class Meta:
         model = Address
-        fields = ["street", "suburb", "postcode", "country"]
+        fields = list(ADDRESS_FIELDS)
         widgets = {
             "street": forms.TextInput(attrs={"size": 40}),
             "suburb": forms.TextInput(attrs={"size": 24}),
@@ -390,6 +397,79 @@ class SummaryItem:
     anchor: str | None
 
 
+@dataclass(frozen=True)
+class Difference:
+    """One line of a stale submit's comparison: a field, its stored and sent values.
+
+    ``stored`` is the value as the current form shows it, ``submitted`` the value as
+    typed ("" for empty). Where there is no value to show, a note is said instead:
+    ``stored_note`` ("Not stored", "Removed"), ``submitted_note`` ("Remove this
+    address"). ``anchor`` is the id of the field or row on the current page, if any.
+    """
+
+    label: str
+    anchor: str | None
+    stored: str = ""
+    submitted: str = ""
+    stored_note: str = ""
+    submitted_note: str = ""
+
+
+def _shown(bound: forms.BoundField) -> str:
+    """Return the value an unbound field shows, as its widget renders it."""
+    value = bound.field.widget.format_value(bound.value())
+    return "" if value is None else str(value)
+
+
+def _typed(bound: forms.BoundField) -> str:
+    """Return the raw submitted value of a bound field ("" when blank or absent)."""
+    value = bound.data
+    text = "" if value is None else str(value)
+    return text if text.strip() else ""
+
+
+def _as_pk(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _row_changed(now: AddressForm, sent: AddressForm) -> bool:
+    """Tell whether a submitted row differs from a stored row in any field."""
+    return any(
+        now[name].field.has_changed(now[name].initial, sent[name].data)
+        for name in ADDRESS_FIELDS
+    )
+
+
+def _stored_row_differences(
+    now: AddressForm, sent: AddressForm, removing: bool
+) -> list[Difference]:
+    """List how a submitted row differs from the stored row of its id."""
+    row = format_lazy(_("Address {}"), now.number)
+    if removing:
+        shown = (_shown(now[name]) for name in ADDRESS_FIELDS)
+        return [
+            Difference(
+                str(row),
+                now.row_id,
+                stored=", ".join(value for value in shown if value),
+                submitted_note=str(_("Remove this address")),
+            )
+        ]
+    return [
+        Difference(
+            f"{row}: {now[name].label}",
+            now[name].id_for_label,
+            stored=_shown(now[name]),
+            submitted=_typed(sent[name]),
+        )
+        for name in ADDRESS_FIELDS
+        if now[name].field.has_changed(now[name].initial, sent[name].data)
+    ]
+
+
 class PersonForm(forms.ModelForm):
     """A person and their addresses as one form; see the module docstring."""
 
@@ -540,8 +620,8 @@ class PersonForm(forms.ModelForm):
                 _(
                     "This person was changed after you opened this page (by a second "
                     "submit of this form, or by someone else), so nothing was saved. "
-                    "The page now shows the current details; make your changes again "
-                    "if they are still needed."
+                    "The form now shows the current details; what you submitted is "
+                    "compared with them below."
                 ),
                 code="stale",
             )
@@ -626,6 +706,101 @@ class PersonForm(forms.ModelForm):
                     _("Correct the addresses marked below."), code="invalid_addresses"
                 ),
             )
+
+    # --- a stale submit --------------------------------------------------------
+
+    def differences(self, current: PersonForm) -> list[Difference]:
+        """List what this bound form submitted that differs from ``current``.
+
+        ``current`` is an unbound form of the person as stored now, the form a stale
+        submit is answered with; labels and anchors are those of its page. Fields
+        are compared as Django compares them (``Field.has_changed``). Submitted
+        address rows are matched to stored ones by id, never by position: a changed
+        stored row lists its changed fields, one marked for removal says so, and a
+        new row, or one whose id is no longer this person's (removed meanwhile, or
+        not theirs at all), lists every value typed in it. Only the submitted data
+        and the rows ``current`` read are used: no query, and nothing of another
+        person's address. A row that cannot be placed (a missing or tampered
+        management form) is left out; the formset's own error says why.
+        """
+        items: list[Difference] = []
+        for name in self._meta.fields:
+            if name not in self.fields or name not in current.fields:
+                continue
+            now, sent = current[name], self[name]
+            if sent.field.has_changed(now.initial, sent.data):
+                items.append(
+                    Difference(
+                        str(now.label),
+                        now.id_for_label,
+                        stored=_shown(now),
+                        submitted=_typed(sent),
+                    )
+                )
+        items.extend(self._address_differences(current.addresses))
+        return items
+
+    def _address_differences(self, current: BaseAddressFormSet) -> list[Difference]:
+        submitted = self.addresses
+        initial_count = submitted.initial_form_count()
+        stored = {row.instance.pk: row for row in current.forms}
+
+        # Pair each submitted row with the stored row of its id, if any; rows past
+        # INITIAL_FORMS are new whatever id they carry, as Django builds them.
+        pairs: list[tuple[AddressForm, AddressForm | None, bool]] = []
+        seen: set[int] = set()
+        for index, sent in enumerate(submitted.forms):
+            existing = index < initial_count
+            pk = _as_pk(sent[submitted._pk_field.name].data) if existing else None
+            if pk is not None and pk in seen:
+                continue  # the same id twice (a tampered page): compared once
+            if pk is not None:
+                seen.add(pk)
+            pairs.append((sent, stored.get(pk) if pk is not None else None, existing))
+        # Stored rows no submitted row points at were added after the page was
+        # opened, perhaps by a first submit of this very page.
+        unclaimed = [row for pk, row in stored.items() if pk not in seen]
+
+        items: list[Difference] = []
+        new = gone = 0
+        for sent, now, existing in pairs:
+            removing = "DELETE" in sent.fields and bool(sent["DELETE"].data)
+            if now is not None:
+                items.extend(_stored_row_differences(now, sent, removing))
+                continue
+
+            # Not stored: a new row, or one removed meanwhile (or never this
+            # person's). Removing it loses nothing, and neither does a row that an
+            # unclaimed stored row already holds; otherwise every typed value is
+            # listed. What the page first showed is not sent back, so a removed
+            # row is listed whether or not it was edited.
+            typed = [
+                name
+                for name in ADDRESS_FIELDS
+                if sent[name].field.has_changed(None, sent[name].data)
+            ]
+            if removing or not typed:
+                continue
+            twin = next((row for row in unclaimed if not _row_changed(row, sent)), None)
+            if twin is not None:
+                unclaimed.remove(twin)
+                continue
+            if existing:
+                gone += 1
+                row, note = format_lazy(_("Removed address {}"), gone), _("Removed")
+            else:
+                new += 1
+                row, note = format_lazy(_("New address {}"), new), _("Not stored")
+            items.extend(
+                Difference(
+                    f"{row}: {sent[name].label}",
+                    None,
+                    submitted=_typed(sent[name]),
+                    stored_note=str(note),
+                )
+                for name in typed
+            )
+        return items
 
     # --- presentation ----------------------------------------------------------
 

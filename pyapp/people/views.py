@@ -2,7 +2,8 @@
 
 Every page requires a signed-in user. The create and edit views are Django's plain
 generic views with :class:`~pyapp.people.forms.PersonForm`; :class:`PersonFormPage`
-adds only what a database refusal, a stale submit and the success message need.
+adds only what a database refusal, a stale submit (the stored state, and what was
+submitted that differs from it) and the success message need.
 Each POST that saves runs in one transaction; on edit it starts by locking the
 person's row, so a second submit of the same page waits for the first and then
 finds the version changed (see ``docs/people.md``, "Duplicate submits").
@@ -98,13 +99,20 @@ class PersonFormPage:
 
     def form_invalid(self, form: PersonForm) -> HttpResponse:
         if form.stale:
-            # Show what is stored now, not the submitted copy of an older state.
-            conflict = form.non_field_errors()
+            # Show what is stored now, not the submitted copy of an older state, and
+            # next to it what was submitted that differs, so nothing typed is lost.
+            # A broken address list says so too: its rows could not be compared.
+            conflict = [*form.non_field_errors(), *form.addresses.non_form_errors()]
             self.object = self.get_object()  # type: ignore[attr-defined]
             form_class = self.get_form_class()  # type: ignore[attr-defined]
             fresh = form_class(instance=self.object)
+            # Reads the addresses now, inside this transaction with the person
+            # still locked, rather than while the response renders.
+            differences = form.differences(fresh)
             return self.render_to_response(  # type: ignore[attr-defined]
-                self.get_context_data(form=fresh, conflict=conflict)
+                self.get_context_data(
+                    form=fresh, conflict=conflict, differences=differences
+                )
             )
         return super().form_invalid(form)  # type: ignore[misc]
 

@@ -324,3 +324,23 @@ def test_error_summary_names_child_fields(make_person):
     assert item.label == "Address 2: Postcode"
     assert item.anchor == "id_addresses-1-postcode"
     assert "at most 10 characters" in item.message
+
+
+def test_differences_compare_as_django_does_and_run_no_query(make_person):
+    """differences(): values equal once cleaned are not listed; no query is run."""
+    person = make_person(addresses=1, date_of_birth="1970-01-01")
+    data = form_data(person, name=" Ada Lovelace ", date_of_birth=" 1970-01-01 ")
+    data[f"{ADDRESSES_PREFIX}-0-country"] = "au"
+    data[f"{ADDRESSES_PREFIX}-0-postcode"] = "3999"
+    submitted = PersonForm(data, instance=person)
+    current = PersonForm(instance=Person.objects.get(pk=person.pk))
+    # What the stale POST has read already: its own rows and the page's.
+    submitted.is_valid()
+    assert len(current.addresses.forms) == 1
+
+    items, queries = count_queries(lambda: submitted.differences(current))
+
+    assert queries == []
+    assert [(d.label, d.anchor, d.stored, d.submitted) for d in items] == [
+        ("Address 1: Postcode", "id_addresses-0-postcode", "3000", "3999")
+    ]

@@ -7,6 +7,7 @@ user lookups and anything middleware adds to every request.
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -16,7 +17,6 @@ from pyapp.people.forms import ADDRESS_MAX, ADDRESSES_PREFIX
 from pyapp.people.models import Address, Person
 from tests.pyapp.people.conftest import address_row, count_queries, form_data
 from tests.pyapp.people.urls import NOOP_URL
-from tests.support.expected_failure import expected_failure
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.pyapp.people.urls")]
 
@@ -25,6 +25,9 @@ EDIT_GET_QUERIES = 2
 # A saving POST: BEGIN, person (locked), addresses, COMMIT; plus one write per
 # changed row, counted separately.
 EDIT_POST_QUERIES = 4
+# A stale submit: the POST's reads, then the person and addresses again, to show
+# what is stored now (the comparison with what was submitted reads nothing more).
+STALE_POST_QUERIES = EDIT_POST_QUERIES + EDIT_GET_QUERIES
 # A transaction that writes also names the signed-in user for the audit log, once
 # (pyapp.audit.middleware); one that writes nothing does not.
 AUDIT_ACTOR_QUERIES = 1
@@ -33,6 +36,32 @@ WRITE = re.compile(r"^(INSERT|UPDATE|DELETE)\b")
 
 def writes(queries: list[str]) -> list[str]:
     return [q for q in queries if WRITE.match(q)]
+
+
+def conflict_table(response) -> list[tuple[str, ...]]:
+    """The stale-submit table as text: (field, stored now, you submitted) per row."""
+    page = response.content.decode()
+    section = re.search(r'<section class="conflict".*?</section>', page, re.S)
+    assert section, "no conflict section on the page"
+    body = section.group(0).partition("<tbody>")[2]
+    return [
+        tuple(
+            html.unescape(re.sub(r"<[^>]+>", "", cell)).strip()
+            for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)
+        )
+        for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    ]
+
+
+def someone_else_adds_an_address(person: Person) -> None:
+    """Make open pages of ``person`` stale without changing what they show."""
+    Address.objects.create(
+        person=person,
+        street="99 Other Road",
+        suburb="Kew",
+        postcode="3101",
+        country="AU",
+    )
 
 
 @pytest.fixture
@@ -332,8 +361,237 @@ def test_an_edit_made_stale_by_someone_else_saves_nothing(signed_in, make_person
     assert b"changed after you opened this page" in response.content
     assert Person.objects.get().name == "Ada King"
     assert b'value="Ada King"' in response.content
-    with expected_failure(
-        "a stale submit shows the stored state only; what the person typed is "
-        "not offered back to them yet (docs/people.md, shortcomings)"
-    ):
-        assert b"Ada (typed on the stale page)" in response.content
+    assert b"Ada (typed on the stale page)" in response.content
+    assert conflict_table(response) == [
+        ("Name", "Ada King", "Ada (typed on the stale page)")
+    ]
+
+
+def test_a_stale_submit_lists_person_fields_compared_as_django_does(
+    signed_in, make_person
+):
+    """Stale: a changed name is listed; a date typed equal to the stored one is not."""
+    person = make_person(addresses=1, date_of_birth="1970-01-01")
+    stale = form_data(person, name="Ada Byron", date_of_birth=" 1970-01-01 ")
+    someone_else_adds_an_address(person)
+
+    response = signed_in.post(f"/people/{person.pk}/", stale)
+
+    assert conflict_table(response) == [("Name", "Ada Lovelace", "Ada Byron")]
+    assert '<a href="#id_name">Name</a>' in response.content.decode()
+
+
+def test_a_stale_submit_lists_what_someone_else_changed_against_what_was_sent(
+    signed_in, make_person
+):
+    """Stale: a field changed by someone else shows their value next to the sent one."""
+    person = make_person(addresses=0, date_of_birth="1970-01-01")
+    stale = form_data(person, date_of_birth="")
+    Person.objects.filter(pk=person.pk).update(date_of_birth="1971-02-03")
+
+    response = signed_in.post(f"/people/{person.pk}/", stale)
+
+    assert conflict_table(response) == [("Date of birth", "1971-02-03", "(empty)")]
+    assert Person.objects.get().date_of_birth.isoformat() == "1971-02-03"
+
+
+def test_a_stale_submit_matches_address_rows_by_id_not_position(signed_in, make_person):
+    """Stale: an edited row is named by its stored row's place on the page now."""
+    person = make_person(addresses=3)
+    stale = form_data(person, **{f"{ADDRESSES_PREFIX}-2-suburb": "Brunswick"})
+    # Someone else removes the second address: the third moves up to place 2.
+    person.addresses.order_by("id")[1].delete()
+
+    response = signed_in.post(f"/people/{person.pk}/", stale)
+
+    table = conflict_table(response)
+    assert ("Address 2: Suburb", "Carlton", "Brunswick") in table
+    assert '<a href="#id_addresses-1-suburb">Address 2: Suburb</a>' in (
+        response.content.decode()
+    )
+    assert not Address.objects.filter(suburb="Brunswick").exists()
+
+
+def test_a_stale_submit_lists_an_address_marked_for_removal(signed_in, make_person):
+    """Stale: a stored address marked for removal is listed, with its stored values."""
+    person = make_person(addresses=2)
+    stale = form_data(person, **{f"{ADDRESSES_PREFIX}-1-DELETE": "on"})
+    someone_else_adds_an_address(person)
+
+    response = signed_in.post(f"/people/{person.pk}/", stale)
+
+    assert conflict_table(response) == [
+        (
+            "Address 2",
+            "2 Example Street, Carlton, 3001, Australia",
+            "Remove this address",
+        )
+    ]
+    assert person.addresses.count() == 3
+
+
+def test_a_stale_submit_lists_the_values_of_a_new_row(signed_in, make_person):
+    """Stale: every non-empty value typed in a new row is listed as not stored."""
+    person = make_person(addresses=1)
+    stale = form_data(person, **address_row(1, street="5 New Street", postcode=""))
+    stale[f"{ADDRESSES_PREFIX}-TOTAL_FORMS"] = "2"
+    someone_else_adds_an_address(person)
+
+    response = signed_in.post(f"/people/{person.pk}/", stale)
+
+    assert conflict_table(response) == [
+        ("New address 1: Street", "Not stored", "5 New Street"),
+        ("New address 1: Suburb", "Not stored", "Fitzroy"),
+        ("New address 1: Country", "Not stored", "Australia"),
+    ]
+    assert not Address.objects.filter(street="5 New Street").exists()
+
+
+def test_a_stale_submit_lists_an_edited_address_removed_meanwhile(
+    signed_in, make_person
+):
+    """Stale: a row someone else removed is listed with its values, said removed."""
+    person = make_person(addresses=2)
+    stale = form_data(person, **{f"{ADDRESSES_PREFIX}-1-suburb": "Brunswick"})
+    person.addresses.order_by("id").last().delete()
+
+    response = signed_in.post(f"/people/{person.pk}/", stale)
+
+    assert conflict_table(response) == [
+        ("Removed address 1: Street", "Removed", "2 Example Street"),
+        ("Removed address 1: Suburb", "Removed", "Brunswick"),
+        ("Removed address 1: Postcode", "Removed", "3001"),
+        ("Removed address 1: Country", "Removed", "Australia"),
+    ]
+    assert response.content.count(b"data-address-row data-existing") == 1
+
+
+def test_a_second_submit_of_one_page_finds_nothing_lost(signed_in, make_person):
+    """A page submitted twice: the second lists nothing, saying nothing is lost."""
+    person = make_person(addresses=2, name="Ada")
+    data = form_data(person, name="Ada King", **address_row(2))
+    data[f"{ADDRESSES_PREFIX}-TOTAL_FORMS"] = "3"
+    data[f"{ADDRESSES_PREFIX}-0-suburb"] = "Brunswick"
+    data[f"{ADDRESSES_PREFIX}-1-DELETE"] = "on"
+
+    first = signed_in.post(f"/people/{person.pk}/", data)
+    second = signed_in.post(f"/people/{person.pk}/", data)
+
+    assert first.status_code == 302
+    assert b"changed after you opened this page" in second.content
+    assert conflict_table(second) == []
+    assert b"nothing you typed is lost" in second.content
+    assert person.addresses.count() == 2
+
+
+def test_a_stale_submit_escapes_what_was_typed(signed_in, make_person):
+    """Stale: typed values are shown escaped, never as markup."""
+    person = make_person(addresses=1)
+    script = "<script>alert(1)</script>"
+    stale = form_data(person, name=script, **{f"{ADDRESSES_PREFIX}-0-street": script})
+    someone_else_adds_an_address(person)
+
+    response = signed_in.post(f"/people/{person.pk}/", stale)
+
+    page = response.content.decode()
+    assert script not in page
+    assert page.count(html.escape(script)) == 2
+    assert ("Name", "Ada Lovelace", script) in conflict_table(response)
+
+
+def test_the_conflict_page_carries_the_new_version(signed_in, make_person):
+    """Submitting the page a stale submit returned saves: it has the new version."""
+    person = make_person(addresses=1)
+    stale = form_data(person, name="Ada Byron")
+    someone_else_adds_an_address(person)
+    conflict = signed_in.post(f"/people/{person.pk}/", stale)
+    version = re.search(r'name="version" value="([^"]+)"', conflict.content.decode())
+
+    again = form_data(person, name="Ada Byron", version=version.group(1))
+    response = signed_in.post(f"/people/{person.pk}/", again)
+
+    assert version.group(1) != stale["version"]
+    assert response.status_code == 302
+    assert Person.objects.get().name == "Ada Byron"
+    assert person.addresses.count() == 2
+
+
+@pytest.mark.parametrize("addresses", [0, 1, ADDRESS_MAX])
+def test_a_stale_submit_reads_the_stored_state_once_more(
+    signed_in, make_person, baseline, addresses
+):
+    """A stale submit: the POST's reads plus one read of what it shows, no writes."""
+    person = make_person(addresses=addresses)
+    stale = form_data(person, name="Ada Byron")
+    someone_else_adds_an_address(person)
+
+    response, queries = count_queries(
+        lambda: signed_in.post(f"/people/{person.pk}/", stale)
+    )
+
+    assert response.status_code == 200
+    assert writes(queries) == []
+    assert len(queries) - baseline["post"] <= STALE_POST_QUERIES, queries
+    assert ("Name", "Ada Lovelace", "Ada Byron") in conflict_table(response)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        ({f"{ADDRESSES_PREFIX}-TOTAL_FORMS": None}, "was incomplete"),
+        ({f"{ADDRESSES_PREFIX}-TOTAL_FORMS": "lots"}, "was incomplete"),
+        ({f"{ADDRESSES_PREFIX}-TOTAL_FORMS": "1000000000"}, "at most 20 addresses"),
+        ({f"{ADDRESSES_PREFIX}-TOTAL_FORMS": "-3"}, None),
+        ({f"{ADDRESSES_PREFIX}-INITIAL_FORMS": "-5"}, None),
+        ({f"{ADDRESSES_PREFIX}-INITIAL_FORMS": "1000000000"}, None),
+        ({f"{ADDRESSES_PREFIX}-0-id": "not-a-number"}, None),
+        ({f"{ADDRESSES_PREFIX}-1-id": None}, None),
+    ],
+)
+def test_tampered_stale_posts_are_compared_without_crashing(
+    signed_in, make_person, tamper, message
+):
+    """A stale post with a tampered address list: the page, its errors, no crash."""
+    person = make_person(addresses=2)
+    stale = form_data(person, name="Ada Byron")
+    for key, value in tamper.items():
+        if value is None:
+            stale.pop(key)
+        else:
+            stale[key] = value
+    someone_else_adds_an_address(person)
+
+    response = signed_in.post(f"/people/{person.pk}/", stale)
+
+    assert response.status_code == 200
+    assert b'id="error-summary"' in response.content
+    assert b"changed after you opened this page" in response.content
+    if message:
+        assert message.encode() in response.content
+    assert conflict_table(response)[0] == ("Name", "Ada Lovelace", "Ada Byron")
+    assert Person.objects.get().name == "Ada Lovelace"
+    assert person.addresses.count() == 3
+
+
+def test_a_stale_post_with_another_persons_address_id_shows_nothing_of_theirs(
+    signed_in, make_person
+):
+    """Stale, with another person's address id: listed as removed, theirs untouched."""
+    person = make_person(addresses=1)
+    other = make_person(addresses=1, name="Other", date_of_birth="1960-06-06")
+    theirs = other.addresses.get()
+    Address.objects.filter(pk=theirs.pk).update(street="9 Secret Lane")
+    stale = form_data(person, **{f"{ADDRESSES_PREFIX}-0-id": str(theirs.pk)})
+    stale[f"{ADDRESSES_PREFIX}-0-street"] = "Hijacked"
+    someone_else_adds_an_address(person)
+
+    response = signed_in.post(f"/people/{person.pk}/", stale)
+
+    assert response.status_code == 200
+    assert b"changed after you opened this page" in response.content
+    assert b"9 Secret Lane" not in response.content
+    assert ("Removed address 1: Street", "Removed", "Hijacked") in (
+        conflict_table(response)
+    )
+    assert Address.objects.get(pk=theirs.pk).street == "9 Secret Lane"
+    assert person.addresses.count() == 2

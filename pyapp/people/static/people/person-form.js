@@ -107,20 +107,24 @@
     row.querySelector(FIELD).focus();
   });
 
-  // After a failed submit: focus the summary; its links focus their field.
+  // After a failed submit: focus the summary; its links, and those of a stale
+  // submit's comparison table, focus their field.
+  function jump(event) {
+    var link = event.target.closest("a[href^='#']");
+    var target = link && document.getElementById(link.hash.slice(1));
+    if (!target) return;
+    event.preventDefault();
+    if (target.tagName === "FIELDSET") target = target.querySelector(FIELD) || target;
+    target.focus();
+    target.scrollIntoView({ block: "center" });
+  }
   var summary = document.getElementById("error-summary");
   if (summary) {
     summary.focus();
-    summary.addEventListener("click", function (event) {
-      var link = event.target.closest("a[href^='#']");
-      var target = link && document.getElementById(link.hash.slice(1));
-      if (!target) return;
-      event.preventDefault();
-      if (target.tagName === "FIELDSET") target = target.querySelector(FIELD) || target;
-      target.focus();
-      target.scrollIntoView({ block: "center" });
-    });
+    summary.addEventListener("click", jump);
   }
+  var conflict = document.getElementById("conflict");
+  if (conflict) conflict.addEventListener("click", jump);
 
   // One submit at a time: a second click would only be refused by the server.
   form.addEventListener("submit", function (event) {
