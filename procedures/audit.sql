@@ -57,7 +57,7 @@ comment on function audit_capture_insert() is
 -- rows a side, so no join method the planner picks can go quadratic in the rows
 -- (an earlier version joined row by row and had to turn nested loops off with a SET
 -- clause on the function, which every call then paid for).
--- TODO: one-row UPDATEs with synchronous_commit off reach 40-50% of their unaudited
+-- TODO: one-row UPDATEs with synchronous_commit off reach 30-50% of their unaudited
 -- throughput on the test machine, against the 75% issue 4 aims at. Timed
 -- inside the server (EXPLAIN ANALYZE trigger time, docs/performance.md), this trigger
 -- takes about 100 us for one row: 10 us to fire at all, some 55 us to start and run
