@@ -73,54 +73,49 @@ $$;
 create trigger bench_row_audit after update on bench_rowtrig
     for each row execute function bench_row_audit();
 
-create function bench_floor_audit()
+"""
+
+
+def statement_trigger(table: str, body: str) -> str:
+    """SQL for a statement-level update trigger on ``table`` with transition tables."""
+    return f"""
+create function {table}_audit()
     returns trigger
     language plpgsql
 as $$
 begin
-    insert into audit_log (schema_name, table_name, op, txid, actor)
-    values ('public', 'bench_floor', 'truncate', 0, '');
+    {body}
     return null;
 end
 $$;
-create trigger bench_floor_audit after update on bench_floor
+create trigger {table}_audit after update on {table}
     referencing old table as audit_old new table as audit_new
-    for each statement execute function bench_floor_audit();
+    for each statement execute function {table}_audit();
 """
+
+
+def floor_trigger(table: str, into: str) -> str:
+    """The floor: one constant, image-less row into ``into`` per statement."""
+    return statement_trigger(
+        table,
+        f"insert into {into} (schema_name, table_name, op, txid, actor)"
+        " values ('public', 'bench_floor', 'truncate', 0, '');",
+    )
+
 
 # For the split of a one-row audited update's trigger time: the floor's trigger
 # writing into a copy of audit_log without indexes, and a trigger doing nothing.
-SPLIT_SETUP = """
+SPLIT_SETUP = (
+    """
 create table audit_log_unindexed (like audit_log including defaults including identity);
 create table bench_floor_unindexed (like bench_floor including all);
 insert into bench_floor_unindexed select * from bench_floor;
-create function bench_floor_unindexed_audit()
-    returns trigger
-    language plpgsql
-as $$
-begin
-    insert into audit_log_unindexed (schema_name, table_name, op, txid, actor)
-    values ('public', 'bench_floor', 'truncate', 0, '');
-    return null;
-end
-$$;
-create trigger bench_floor_unindexed_audit after update on bench_floor_unindexed
-    referencing old table as audit_old new table as audit_new
-    for each statement execute function bench_floor_unindexed_audit();
 create table bench_empty_trigger (like bench_floor including all);
 insert into bench_empty_trigger select * from bench_floor;
-create function bench_empty_trigger()
-    returns trigger
-    language plpgsql
-as $$
-begin
-    return null;
-end
-$$;
-create trigger bench_empty_trigger after update on bench_empty_trigger
-    referencing old table as audit_old new table as audit_new
-    for each statement execute function bench_empty_trigger();
 """
+    + floor_trigger("bench_floor_unindexed", "audit_log_unindexed")
+    + statement_trigger("bench_empty_trigger", "-- nothing")
+)
 SPLIT_TABLES = {
     "bench_plain": "unaudited (statement time, no trigger)",
     "bench_empty_trigger": "statement trigger with transition tables, empty body",
@@ -200,6 +195,7 @@ def fresh_database(maintenance: DatabaseTarget, rows: int) -> DatabaseTarget:
             )
         conn.execute("select audit_table('bench_audited')")
         conn.execute(ROW_TRIGGER)
+        conn.execute(floor_trigger("bench_floor", "audit_log"))
         conn.execute("vacuum analyze")
     return target
 

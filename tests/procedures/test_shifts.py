@@ -374,6 +374,22 @@ def test_a_batch_stays_within_its_range(conn):
     assert batch(conn, ids[19], 50, None) == (0, 0, None)
 
 
+def batch_waits_for_a_lock(conn: psycopg.Connection[Any], seconds: float = 10) -> bool:
+    """Wait until a backfill batch on another connection waits for a lock.
+
+    Return False when none did within ``seconds``.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if conn.execute(
+            "select exists (select from pg_stat_activity"
+            " where wait_event_type = 'Lock' and query like '%backfill_batch%')"
+        ).fetchone()[0]:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_a_batch_racing_the_trigger_writes_no_duplicate_and_keeps_the_fresh_row(
     pg_conn, pg_target
 ):
@@ -395,18 +411,11 @@ def test_a_batch_racing_the_trigger_writes_no_duplicate_and_keeps_the_fresh_row(
 
         thread = threading.Thread(target=run)
         thread.start()
-        deadline = time.monotonic() + 10
-        while (
-            time.monotonic() < deadline
-            and not pg_conn.execute(
-                "select exists (select from pg_stat_activity"
-                " where wait_event_type = 'Lock' and query like '%backfill_batch%')"
-            ).fetchone()[0]
-        ):
-            time.sleep(0.02)
+        waited = batch_waits_for_a_lock(pg_conn)
         other.commit()
         thread.join(10)
 
+    assert waited, "the batch never waited for the updating transaction"
     assert result["batch"] == (5, 4, result["batch"][2])
     assert annotation(pg_conn, shift_id)["worked_minutes"] == 180
     assert len(annotations(pg_conn)) == 5
@@ -434,16 +443,7 @@ def test_a_batch_racing_a_delete_skips_the_deleted_shift_without_an_error(
 
         thread = threading.Thread(target=run)
         thread.start()
-        deadline = time.monotonic() + 10
-        while (
-            time.monotonic() < deadline
-            and not pg_conn.execute(
-                "select exists (select from pg_stat_activity"
-                " where wait_event_type = 'Lock' and query like '%backfill_batch%')"
-            ).fetchone()[0]
-        ):
-            time.sleep(0.02)
-        waited = time.monotonic() < deadline
+        waited = batch_waits_for_a_lock(pg_conn)
         other.commit()
         thread.join(10)
 

@@ -108,6 +108,16 @@ def refused(conn, table, error, call):
     return caught.value
 
 
+def refused_mapping(conn, new_type, mapping):
+    """Convert rating.rating to ``new_type`` by ``mapping``, expecting a refusal."""
+    return refused(
+        conn,
+        "rating",
+        errors.InvalidParameterValue,
+        lambda: convert(conn, "rating", "rating", new_type, json.dumps(mapping)),
+    )
+
+
 def test_converts_every_value_and_reports_counts(conn, make_ratings):
     """Mapped values become integers; the result counts rows per key."""
     make_ratings(["HIGH", "LOW", "HIGH", "MEDIUM"])
@@ -255,14 +265,7 @@ def test_refuses_a_mapping_the_target_type_cannot_hold(conn, make_ratings):
     make_ratings(["HIGH", "LOW"])
 
     for new_type, mapping, message in BAD_MAPPINGS:
-        error = refused(
-            conn,
-            "rating",
-            errors.InvalidParameterValue,
-            lambda new_type=new_type, mapping=mapping: convert(
-                conn, "rating", "rating", new_type, json.dumps(mapping)
-            ),
-        )
+        error = refused_mapping(conn, new_type, mapping)
         assert message in str(error)
 
 
@@ -329,14 +332,7 @@ def test_refuses_a_value_the_type_modifier_would_cut_or_round(conn, make_ratings
     conn.execute("create domain short_code as varchar(3)")
 
     for new_type, mapping, message in CUT_OR_ROUNDED:
-        error = refused(
-            conn,
-            "rating",
-            errors.InvalidParameterValue,
-            lambda new_type=new_type, mapping=mapping: convert(
-                conn, "rating", "rating", new_type, json.dumps(mapping)
-            ),
-        )
+        error = refused_mapping(conn, new_type, mapping)
         assert message in str(error), new_type
         assert "may not cut or round" in error.diag.message_hint
 
