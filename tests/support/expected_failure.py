@@ -367,6 +367,8 @@ _seen_key = pytest.StashKey[Counter[tuple[str, int]]]()
 # the test (perhaps an xdist worker) to the one that reports. It holds JSON-safe
 # dicts so that pytest's report serialisation carries it unchanged.
 REPORT_ATTRIBUTE = "expected_failure_blocks"
+# Key of an xdist worker's output that carries its orphans to the controller.
+WORKER_OUTPUT_KEY = "expected_failure_orphans"
 
 
 class _PytestContext(_Context):
@@ -591,12 +593,23 @@ class _Plugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        # TODO: on a pytest-xdist worker an orphan is not reported: the controller
-        # gets no report after the item's last, and nothing carries it there.
         orphans = self.config.stash.get(_orphans_key, [])
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:
+            # An xdist worker: no report follows its items' last, so the orphans
+            # travel to the controller with the worker's output at its end.
+            workeroutput[WORKER_OUTPUT_KEY] = list(orphans)
+            return
         failed = any(record["outcome"] == "failed" for record in orphans)
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """The xdist controller: take the orphans of a worker that finished."""
+        workeroutput = getattr(node, "workeroutput", None) or {}
+        records = workeroutput.get(WORKER_OUTPUT_KEY, [])
+        self.config.stash.setdefault(_orphans_key, []).extend(records)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -891,6 +891,37 @@ def test_blocks_run_on_xdist_workers_are_reported_by_the_controller(
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
+def test_a_block_outliving_its_test_on_an_xdist_worker_is_reported_by_the_controller(
+    pytester, monkeypatch
+):
+    """A worker's late block reaches the controller; a strict pass fails the run."""
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    monkeypatch.delenv(RUN_ENV_VAR, raising=False)
+    pytester.makeconftest('pytest_plugins = ["tests.support.expected_failure"]\n')
+    source = HEADER + textwrap.dedent(
+        THREADED.format(reason="fixed upstream?", holds=True)
+    )
+    pytester.makepyfile(test_sample=source)
+
+    # One worker: both tests of the module must share the thread.
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:django", "-n", "1"
+    )
+
+    line = line_of(source, "with expected_failure")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*expected_failure blocks that outlived their test*",
+            "FAILED test_sample.py::test_starts_a_thread_it_never_joins"
+            f"[[]expected_failure:{line}[]] at test_sample.py:{line}:"
+            " [[]XPASS(strict)[]] fixed upstream? (it ended after its test*",
+        ]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
 # ---------------------------------------------------------------------------
 # Plain unittest
 
