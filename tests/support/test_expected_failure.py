@@ -524,10 +524,8 @@ def test_block_in_a_joined_thread_is_reported_with_its_test(run):
     result.stdout.fnmatch_lines([f"XFAIL test_sample.py::test_page[[]*:{line}[]]*"])
 
 
-def test_strict_pass_after_its_test_ended_fails_the_session(run):
-    """A block ending after its test is listed at the end; a strict pass fails."""
-    result, source = run(THREADED.format(reason="fixed upstream?", holds=True))
-
+def assert_strict_pass_outlived_its_test(result: pytest.RunResult, source: str) -> None:
+    """THREADED's strict pass is listed as outliving its test, and fails the run."""
     line = line_of(source, "with expected_failure")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
@@ -539,6 +537,13 @@ def test_strict_pass_after_its_test_ended_fails_the_session(run):
         ]
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_strict_pass_after_its_test_ended_fails_the_session(run):
+    """A block ending after its test is listed at the end; a strict pass fails."""
+    result, source = run(THREADED.format(reason="fixed upstream?", holds=True))
+
+    assert_strict_pass_outlived_its_test(result, source)
 
 
 def test_expected_failure_after_its_test_ended_is_listed_and_passes(run):
@@ -850,15 +855,35 @@ def test_block_outcomes_survive_report_serialisation(pytester):
     assert again.expected_failure_blocks == [{"outcome": "xfailed", "reason": "gap"}]
 
 
-def test_blocks_run_on_xdist_workers_are_reported_by_the_controller(
-    pytester, monkeypatch
-):
-    """Under ``-n 2`` the controller reports each block once, as in one process."""
+def run_on_xdist(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    body: str,
+    *args: str,
+) -> tuple[pytest.RunResult, str]:
+    """Write ``test_sample.py`` from a body and run it in a pytest subprocess.
+
+    The subprocess is where pytest-xdist can start workers (``args`` name them).
+    """
     monkeypatch.setenv("COLUMNS", "250")
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     monkeypatch.delenv(RUN_ENV_VAR, raising=False)
     pytester.makeconftest('pytest_plugins = ["tests.support.expected_failure"]\n')
-    source = HEADER + textwrap.dedent(
+    source = HEADER + textwrap.dedent(body)
+    pytester.makepyfile(test_sample=source)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:django", *args
+    )
+    return result, source
+
+
+def test_blocks_run_on_xdist_workers_are_reported_by_the_controller(
+    pytester, monkeypatch
+):
+    """Under ``-n 2`` the controller reports each block once, as in one process."""
+    result, source = run_on_xdist(
+        pytester,
+        monkeypatch,
         """
         def test_gap():
             with expected_failure("audit trail not rendered yet"):
@@ -870,12 +895,10 @@ def test_blocks_run_on_xdist_workers_are_reported_by_the_controller(
 
         def test_plain():
             assert True
-        """
-    )
-    pytester.makepyfile(test_sample=source)
-
-    result = pytester.runpytest_subprocess(
-        "-ra", "-p", "no:cacheprovider", "-p", "no:django", "-n", "2"
+        """,
+        "-ra",
+        "-n",
+        "2",
     )
 
     gap = line_of(source, "audit trail not rendered yet")
@@ -895,31 +918,16 @@ def test_a_block_outliving_its_test_on_an_xdist_worker_is_reported_by_the_contro
     pytester, monkeypatch
 ):
     """A worker's late block reaches the controller; a strict pass fails the run."""
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    monkeypatch.delenv(RUN_ENV_VAR, raising=False)
-    pytester.makeconftest('pytest_plugins = ["tests.support.expected_failure"]\n')
-    source = HEADER + textwrap.dedent(
-        THREADED.format(reason="fixed upstream?", holds=True)
-    )
-    pytester.makepyfile(test_sample=source)
-
     # One worker: both tests of the module must share the thread.
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-p", "no:django", "-n", "1"
+    result, source = run_on_xdist(
+        pytester,
+        monkeypatch,
+        THREADED.format(reason="fixed upstream?", holds=True),
+        "-n",
+        "1",
     )
 
-    line = line_of(source, "with expected_failure")
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(
-        [
-            "*expected_failure blocks that outlived their test*",
-            "FAILED test_sample.py::test_starts_a_thread_it_never_joins"
-            f"[[]expected_failure:{line}[]] at test_sample.py:{line}:"
-            " [[]XPASS(strict)[]] fixed upstream? (it ended after its test*",
-        ]
-    )
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert_strict_pass_outlived_its_test(result, source)
 
 
 # ---------------------------------------------------------------------------
